@@ -1,0 +1,46 @@
+"""glminterp: the output layer of a trained network, read as the GLM it is.
+
+Export hidden-layer activations to pandas (:func:`extract_activations`), refit the head as a
+statsmodels GLM with honest inference, cross-reference with class activation maps and the
+classic visualizations, and write reproducible reports.
+"""
+
+from glminterp.activations import Activations, extract_activations
+from glminterp.data import (
+    LabeledImages,
+    load_digits,
+    load_mnist5k,
+    load_mnist_idx,
+    read_idx,
+    stratified_split,
+    write_idx,
+)
+from glminterp.head import Head, HeadError, detect_head
+from glminterp.hooks import ActivationRecorder
+from glminterp.models import MLP, GapCNN, build_model, zero_one_net
+from glminterp.train import load_checkpoint, save_checkpoint, train_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationRecorder",
+    "Activations",
+    "GapCNN",
+    "Head",
+    "HeadError",
+    "LabeledImages",
+    "MLP",
+    "build_model",
+    "detect_head",
+    "extract_activations",
+    "load_checkpoint",
+    "load_digits",
+    "load_mnist5k",
+    "load_mnist_idx",
+    "read_idx",
+    "save_checkpoint",
+    "stratified_split",
+    "train_model",
+    "write_idx",
+    "zero_one_net",
+]

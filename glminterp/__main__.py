@@ -1,0 +1,3 @@
+from glminterp.cli import main
+
+raise SystemExit(main())

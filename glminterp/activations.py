@@ -1,0 +1,475 @@
+"""Hidden-layer activations of any PyTorch model as pandas DataFrames.
+
+The public entry point is :func:`extract_activations`; it returns an :class:`Activations`
+object holding one row per sample (index = sample id) and one column per unit, the network's
+outputs per sample (``obs``), the optional full conv maps, and a description of the head.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from glminterp._io import atomic_write, replace_dir
+from glminterp.data import LabeledImages
+from glminterp.head import Head, HeadError, detect_head
+from glminterp.hooks import POOLS, ActivationRecorder, pool_output, resolve_layers
+
+_META_KEY = b"glminterp"
+_OBS_PREFIX = "obs."
+
+
+def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
+    """Column names for a layer's units: ``fc1:017`` (dense) or ``conv3:c05`` (pooled channel)."""
+    if conv:
+        width = max(2, len(str(n_units - 1)))
+        return [f"{layer}:c{j:0{width}d}" for j in range(n_units)]
+    width = max(3, len(str(n_units - 1)))
+    return [f"{layer}:{j:0{width}d}" for j in range(n_units)]
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Exported activations, one row per sample.
+
+    Attributes
+    ----------
+    features : DataFrame
+        Index ``sample_id``; one float column per unit, grouped by layer in the order asked.
+    obs : DataFrame
+        Same index: ``label``, ``pred`` (arg-max output), ``split`` and ``prob:<class>`` (the
+        network's output after its link), one per output unit.
+    head : Head or None
+        The output layer as a GLM (None if no head could be detected; see
+        ``metadata["head_error"]``).
+    maps : dict of str to ndarray
+        ``(N, C, H, W)`` float32 maps of conv layers, when extracted with ``keep_maps=True``.
+    layers : tuple of str
+    metadata : dict
+        Model class, data set, pooling, seed, package versions, and what else was recorded.
+    """
+
+    features: pd.DataFrame
+    obs: pd.DataFrame
+    head: Head | None
+    layers: tuple[str, ...]
+    metadata: dict = field(default_factory=dict)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- selection
+    def columns(self, layer: str) -> list[str]:
+        """Feature columns of one layer."""
+        if layer not in self.layers:
+            raise KeyError(f"layer {layer!r} was not extracted; extracted: {list(self.layers)}.")
+        return [c for c in self.features.columns if c.rsplit(":", 1)[0] == layer]
+
+    def head_features(self) -> pd.DataFrame:
+        """The head's regressors: the columns of ``head.input_layer``, in the head's order."""
+        if self.head is None:
+            raise HeadError(
+                "No head was detected at extraction: "
+                f"{self.metadata.get('head_error', 'unknown reason')}"
+            )
+        if self.head.input_layer not in self.layers:
+            raise KeyError(
+                f"The head's input layer {self.head.input_layer!r} was not extracted; extract "
+                f"with layers=[{self.head.input_layer!r}, ...] (or layers=None)."
+            )
+        if self.head.gap and self.metadata.get("pool") != "avg":
+            raise ValueError(
+                "The head averages its input maps, but the layer was extracted with "
+                f"pool={self.metadata.get('pool')!r}; extract with pool='avg' to refit the head."
+            )
+        cols = self.columns(self.head.input_layer)
+        if len(cols) != self.head.n_inputs:
+            raise ValueError(
+                f"{len(cols)} columns for {self.head.input_layer!r} but the head has "
+                f"{self.head.n_inputs} inputs."
+            )
+        return self.features[cols]
+
+    def subset(self, split: str | Sequence[str] | None = None, ids=None) -> Activations:
+        """Rows of one or several splits and/or given sample ids (maps follow the rows)."""
+        mask = np.ones(len(self.obs), dtype=bool)
+        if split is not None:
+            names = [split] if isinstance(split, str) else list(split)
+            present = set(self.obs["split"].astype(str))
+            unknown = [s for s in names if s not in present]
+            if unknown:
+                raise ValueError(f"split {unknown} not in the data; present: {sorted(present)}.")
+            mask &= self.obs["split"].isin(names).to_numpy()
+        if ids is not None:
+            mask &= self.obs.index.isin(list(ids))
+        return replace(
+            self,
+            features=self.features.loc[mask],
+            obs=self.obs.loc[mask],
+            maps={k: v[mask] for k, v in self.maps.items()},
+        )
+
+    @property
+    def prob_columns(self) -> list[str]:
+        return [c for c in self.obs.columns if c.startswith("prob:")]
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __repr__(self) -> str:
+        head = "none" if self.head is None else f"{self.head.name} ({self.head.link})"
+        return (
+            f"Activations({len(self)} samples, {self.features.shape[1]} units from "
+            f"{list(self.layers)}, head={head}, splits={self.obs['split'].value_counts().to_dict()})"
+        )
+
+    # ---------------------------------------------------------------- I/O
+    def _meta_json(self) -> str:
+        meta = {
+            **self.metadata,
+            "layers": list(self.layers),
+            "feature_columns": list(self.features.columns),
+            "obs_columns": list(self.obs.columns),
+            "head": None if self.head is None else self.head.to_dict(),
+        }
+        return json.dumps(meta, sort_keys=True)
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """Write features, obs and metadata to one Parquet file (maps to ``<path>.maps.npz``).
+
+        Written to a temporary file in the same folder and moved into place.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table_df = pd.concat(
+            [self.features, self.obs.add_prefix(_OBS_PREFIX)], axis=1
+        ).reset_index()
+        table = pa.Table.from_pandas(table_df, preserve_index=False)
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _META_KEY: self._meta_json().encode()}
+        )
+        atomic_write(path, lambda p: pq.write_table(table, p))
+        if self.maps:
+            atomic_write(
+                path.with_suffix(".maps.npz"), lambda p: np.savez(p, **self.maps), suffix=".npz"
+            )
+        return path
+
+    @classmethod
+    def read_parquet(cls, path: str | Path) -> Activations:
+        """Inverse of :meth:`to_parquet`."""
+        path = Path(path)
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(_META_KEY)
+        if raw is None:
+            raise ValueError(f"{path} has no glminterp metadata; was it written by to_parquet?")
+        meta = json.loads(raw)
+        df = table.to_pandas().set_index("sample_id")
+        features = df[meta.pop("feature_columns")].astype(np.float32)
+        obs_cols = meta.pop("obs_columns")
+        obs = df[[_OBS_PREFIX + c for c in obs_cols]]
+        obs.columns = obs_cols
+        head = meta.pop("head")
+        layers = tuple(meta.pop("layers"))
+        maps_path = path.with_suffix(".maps.npz")
+        maps = dict(np.load(maps_path)) if maps_path.is_file() else {}
+        return cls(
+            features=features,
+            obs=obs,
+            head=None if head is None else Head.from_dict(head),
+            layers=layers,
+            metadata=meta,
+            maps=maps,
+        )
+
+    def to_csv(self, folder: str | Path) -> Path:
+        """Write ``features.csv``, ``obs.csv`` and ``metadata.json`` into ``folder`` (atomically)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        self.features.to_csv(tmp / "features.csv", float_format="%.9g")
+        self.obs.to_csv(tmp / "obs.csv", float_format="%.9g")
+        (tmp / "metadata.json").write_text(self._meta_json())
+        replace_dir(tmp, folder)
+        return folder
+
+
+# ------------------------------------------------------------------------------------ data
+def _batches(
+    data, batch_size: int
+) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str] | None]], int | None, dict]:
+    """Normalise the accepted data types to an iterator of (x, labels, ids) batches."""
+    info: dict = {}
+    if isinstance(data, LabeledImages):
+        info = {"dataset": data.name, "classes": data.classes, "split": data.split}
+        data = (data.images, data.labels, data.ids)
+    if isinstance(data, torch.Tensor):
+        data = (data, None, None)
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
+        x, y = data[0], data[1]
+        ids = None if len(data) == 2 or data[2] is None else [str(i) for i in data[2]]
+        n = x.shape[0]
+        if y is not None and len(y) != n:
+            raise ValueError(f"data: {n} inputs but {len(y)} labels.")
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"data: {n} inputs but {len(ids)} ids.")
+        y = None if y is None else torch.as_tensor(y)
+
+        def gen():
+            for s in range(0, n, batch_size):
+                yield (
+                    x[s : s + batch_size],
+                    None if y is None else y[s : s + batch_size],
+                    None if ids is None else ids[s : s + batch_size],
+                )
+
+        return gen(), n, info
+    if isinstance(data, torch.utils.data.Dataset):
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    if isinstance(data, torch.utils.data.DataLoader):
+        loader = data
+
+        def gen_loader():
+            for batch in loader:
+                if isinstance(batch, torch.Tensor):
+                    yield batch, None, None
+                elif len(batch) == 2:
+                    yield batch[0], batch[1], None
+                elif len(batch) == 3:
+                    yield batch[0], batch[1], [str(i) for i in batch[2]]
+                else:
+                    raise ValueError(
+                        "data: DataLoader batches must be x, (x, y) or (x, y, ids); got "
+                        f"{len(batch)} items."
+                    )
+
+        try:
+            n = len(loader.dataset)  # type: ignore[arg-type]
+        except TypeError:
+            n = None
+        return gen_loader(), n, info
+    raise TypeError(
+        "data must be a Tensor, an (x, labels[, ids]) tuple, a LabeledImages, a torch Dataset "
+        f"or a DataLoader; got {type(data).__name__}."
+    )
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _apply_link(logits: torch.Tensor, link: str | None) -> torch.Tensor:
+    if link == "softmax":
+        return torch.softmax(logits, dim=1)
+    if link == "sigmoid":
+        return torch.sigmoid(logits)
+    return logits
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour the numbers depend on."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("glminterp", "torch", "numpy", "scipy", "pandas", "statsmodels", "pyarrow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+# ------------------------------------------------------------------------------ extraction
+def extract_activations(
+    model: nn.Module,
+    data,
+    layers: str | Sequence[str] | None = None,
+    *,
+    batch_size: int = 256,
+    pool: str = "avg",
+    keep_maps: bool = False,
+    head: str | None = None,
+    link: str | None = None,
+    classes: Sequence[str] | None = None,
+    split: str | Sequence[str] | pd.Series | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+) -> Activations:
+    """Run ``model`` over ``data`` and return the outputs of ``layers`` as DataFrames.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : Tensor, (x, labels[, ids]) tuple, LabeledImages, Dataset or DataLoader
+        Inputs; labels and ids are optional (ids default to ``"0", "1", ...``).
+    layers : str or sequence of str, optional
+        Module names as in ``model.named_modules()``. Default: the head's input layer, i.e.
+        the regressors of the GLM refit.
+    batch_size : int
+        Rows per forward pass (when ``data`` is not already a DataLoader).
+    pool : {"avg", "max"}
+        Per-channel pooling of 4-D (conv) outputs. ``"avg"`` reproduces a GAP head's inputs.
+    keep_maps : bool
+        Also keep the full ``(N, C, H, W)`` maps of conv layers in ``Activations.maps``.
+    head, link, classes
+        Passed to :func:`glminterp.head.detect_head`. If ``head`` is None and no head can be
+        detected, extraction continues with ``Activations.head = None``.
+    split : str, sequence or Series, optional
+        Split name for every row (a string), per row (a sequence), or by sample id (a Series
+        from :func:`glminterp.data.stratified_split`). A ``LabeledImages`` with splits attached
+        provides them by default.
+    progress : bool
+        Show a progress bar over batches.
+    seed : int, optional
+        Recorded in the metadata (extraction itself is deterministic).
+
+    Returns
+    -------
+    Activations
+
+    Raises
+    ------
+    KeyError
+        If a layer name is not a module of ``model`` (valid names are listed, closest first).
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r}; use one of {POOLS}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batches, n_total, info = _batches(data, batch_size)
+    device = _model_device(model)
+    classes = classes if classes is not None else info.get("classes")
+
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("data is empty.")
+
+    head_desc, head_error = None, None
+    try:
+        head_desc = detect_head(model, first[0].to(device), head=head, link=link, classes=classes)
+    except HeadError as e:
+        if head is not None:
+            raise
+        head_error = str(e)
+    if layers is None:
+        if head_desc is None:
+            raise HeadError(f"layers=None needs a detectable head: {head_error}")
+        layers = [head_desc.input_layer]
+    names = resolve_layers(model, layers)
+
+    maps: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    shapes: dict[str, tuple] = {}
+
+    def reduce(name: str, out: torch.Tensor) -> torch.Tensor:
+        shapes[name] = tuple(out.shape[1:])
+        if keep_maps and out.dim() == 4:
+            maps[name].append(out.to("cpu", torch.float32, copy=True))
+        return pool_output(out, pool)
+
+    outs, labels, ids = [], [], []
+    have_labels = first[1] is not None
+    bar = tqdm(total=n_total, desc="extract", unit="row", disable=not progress)
+    with ActivationRecorder(model, names, reduce) as rec, torch.inference_mode():
+
+        def run(batch):
+            x, y, i = batch
+            logits = model(x.to(device, non_blocking=True))
+            outs.append(logits.to("cpu", torch.float32, copy=True))
+            if have_labels:
+                labels.append(torch.as_tensor(y).cpu())
+            if i is not None:
+                ids.extend(i)
+            bar.update(x.shape[0])
+
+        try:
+            run(first)
+            for batch in batches:
+                run(batch)
+        finally:
+            bar.close()
+    logits = torch.cat(outs)
+    n = logits.shape[0]
+    if ids and len(ids) != n:
+        raise ValueError("data: ids were given for some batches only.")
+    index = pd.Index(ids if ids else [str(i) for i in range(n)], name="sample_id")
+    if not index.is_unique:
+        raise ValueError("data: sample ids are not unique.")
+
+    blocks, cols = [], []
+    for name in names:
+        arr = torch.cat(rec.records[name]).numpy()
+        conv = len(shapes[name]) == 3
+        blocks.append(arr)
+        cols.extend(unit_names(name, arr.shape[1], conv))
+    features = pd.DataFrame(np.concatenate(blocks, axis=1), index=index, columns=cols)
+
+    out_link = head_desc.link if head_desc is not None else link
+    probs = _apply_link(logits, out_link).numpy().astype(np.float64)
+    k = probs.shape[1]
+    cls_names = (
+        list(head_desc.classes)
+        if head_desc is not None and len(head_desc.classes) == k
+        else [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
+    )
+    obs = pd.DataFrame(index=index)
+    obs["label"] = (
+        pd.array(torch.cat(labels).numpy().astype(np.int64), dtype="Int64")
+        if have_labels
+        else pd.array([pd.NA] * n, dtype="Int64")
+    )
+    obs["pred"] = probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64)
+    obs["split"] = _split_column(split, info.get("split"), index)
+    for j, c in enumerate(cls_names):
+        obs[f"prob:{c}"] = probs[:, j]
+
+    metadata = {
+        "model_class": type(model).__name__,
+        "dataset": info.get("dataset", "user data"),
+        "pool": pool,
+        "seed": seed,
+        "versions": package_versions(),
+        "unit_shapes": {k2: list(v) for k2, v in shapes.items()},
+    }
+    if head_error is not None:
+        metadata["head_error"] = head_error
+        warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
+    kept = {k2: torch.cat(v).numpy() for k2, v in maps.items() if v}
+    return Activations(
+        features=features,
+        obs=obs,
+        head=head_desc,
+        layers=tuple(names),
+        metadata=metadata,
+        maps=kept,
+    )
+
+
+def _split_column(split, from_data, index: pd.Index) -> np.ndarray:
+    n = len(index)
+    if split is None:
+        if from_data is not None:
+            return np.asarray(from_data).astype(str)
+        return np.full(n, "all")
+    if isinstance(split, str):
+        return np.full(n, split)
+    if isinstance(split, pd.Series):
+        missing = index.difference(split.index)
+        if len(missing):
+            raise ValueError(f"split: no entry for {len(missing)} sample ids, e.g. {list(missing[:3])}.")
+        return split.reindex(index).to_numpy().astype(str)
+    arr = np.asarray(split).astype(str)
+    if arr.shape != (n,):
+        raise ValueError(f"split: expected {n} names, got shape {arr.shape}.")
+    return arr

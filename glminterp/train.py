@@ -1,0 +1,174 @@
+"""Seeded, deterministic CPU training and safe checkpoint I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from glminterp.data import LabeledImages
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[torch.Generator]:
+    """Seed torch and switch on deterministic algorithms for the block, then restore.
+
+    Yields a ``torch.Generator`` seeded with ``seed`` for shuffling.
+    """
+    prev = torch.are_deterministic_algorithms_enabled()
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield torch.Generator().manual_seed(seed)
+    finally:
+        torch.use_deterministic_algorithms(prev)
+        torch.set_rng_state(state)
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """What training did: per-epoch loss/accuracy and the ids of the rows it saw."""
+
+    curve: pd.DataFrame
+    train_ids: tuple[str, ...]
+    config: dict = field(default_factory=dict)
+
+
+def _loss_fn(link: str) -> nn.Module:
+    if link == "softmax":
+        return nn.CrossEntropyLoss()
+    if link == "sigmoid":
+        return nn.BCEWithLogitsLoss()
+    if link == "identity":
+        return nn.MSELoss()
+    raise ValueError(f"link={link!r}; use 'softmax', 'sigmoid' or 'identity'.")
+
+
+def train_model(
+    model: nn.Module,
+    data: LabeledImages,
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    link: str | None = None,
+    progress: bool = True,
+) -> TrainingHistory:
+    """Train ``model`` on ``data`` with Adam, deterministically on the CPU.
+
+    The loss follows the output link (``model.glminterp_link`` unless ``link`` is given):
+    cross-entropy for softmax, binary cross-entropy on one-hot targets for sigmoid outputs,
+    squared error for identity. The model is left in eval mode.
+
+    Returns
+    -------
+    TrainingHistory
+        ``curve`` has columns epoch, loss, accuracy (on the training rows).
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs ({epochs}) and batch_size ({batch_size}) must be positive.")
+    link = link or getattr(model, "glminterp_link", "softmax")
+    loss_fn = _loss_fn(link)
+    x, y = data.images, data.labels
+    n = len(data)
+    rows = []
+    with deterministic(seed) as gen:
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        bar = tqdm(range(epochs), desc=f"train {type(model).__name__}", disable=not progress)
+        for epoch in bar:
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            total, correct = 0.0, 0
+            for start in range(0, n, batch_size):
+                idx = perm[start : start + batch_size]
+                xb, yb = x[idx], y[idx]
+                logits = model(xb)
+                if link == "sigmoid":
+                    target = nn.functional.one_hot(yb, logits.shape[1]).to(logits.dtype)
+                elif link == "identity":
+                    target = yb.to(logits.dtype).reshape(logits.shape)
+                else:
+                    target = yb
+                loss = loss_fn(logits, target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                if link != "identity":
+                    correct += int((logits.argmax(1) == yb).sum())
+            rows.append({"epoch": epoch + 1, "loss": total / n, "accuracy": correct / n})
+            bar.set_postfix(loss=f"{total / n:.4f}")
+    model.eval()
+    config = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "link": link,
+        "optimizer": "Adam",
+    }
+    return TrainingHistory(pd.DataFrame(rows), tuple(data.ids.tolist()), config)
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 512) -> float:
+    """Fraction of rows whose arg-max output equals the label."""
+    was = model.training
+    model.eval()
+    try:
+        hits = sum(
+            int((model(data.images[i : i + batch_size]).argmax(1) == data.labels[i : i + batch_size]).sum())
+            for i in range(0, len(data), batch_size)
+        )
+    finally:
+        model.train(was)
+    return hits / max(len(data), 1)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, *, architecture: str, **config) -> Path:
+    """Save the state dict plus a JSON sidecar (architecture name and constructor arguments).
+
+    Only tensors are pickled, so :func:`load_checkpoint` can use ``weights_only=True``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    meta = {"architecture": architecture, "config": config}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def load_checkpoint(path: str | Path, architecture: str | None = None, **config) -> nn.Module:
+    """Rebuild a reference architecture and load its weights (``torch.load(weights_only=True)``).
+
+    ``architecture`` and ``config`` default to the JSON sidecar written by
+    :func:`save_checkpoint`.
+    """
+    from glminterp.models import build_model
+
+    path = Path(path)
+    side = path.with_suffix(".json")
+    if architecture is None:
+        if not side.is_file():
+            raise FileNotFoundError(
+                f"{side} not found: pass architecture=<name> (one of mlp, zero_one, gap_cnn)."
+            )
+        meta = json.loads(side.read_text())
+        architecture, config = meta["architecture"], {**meta["config"], **config}
+    model = build_model(architecture, **config)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval()
+    return model
+
