@@ -64,6 +64,13 @@ class LabeledImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def __repr__(self) -> str:
+        splits = "none" if self.split is None else dict(zip(*np.unique(self.split, return_counts=True)))
+        return (
+            f"LabeledImages({self.name!r}, {len(self)} images of {tuple(self.images.shape[1:])}, "
+            f"{self.n_classes} classes, splits={splits})"
+        )
+
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i], self.ids[i]
 

@@ -88,14 +88,19 @@ class GapCNN(nn.Module):
         return self.fc(self.flatten(self.gap(x)))
 
 
-def build_model(name: str, **kwargs) -> nn.Module:
-    """Build a reference architecture by name (``"mlp"``, ``"zero_one"``, ``"gap_cnn"``)."""
-    if name == "mlp":
-        return MLP(**kwargs)
-    if name == "zero_one":
-        return zero_one_net(**kwargs)
-    if name == "gap_cnn":
-        if "widths" in kwargs:
-            kwargs["widths"] = tuple(kwargs["widths"])
-        return GapCNN(**kwargs)
-    raise ValueError(f"architecture={name!r} is not known; use one of {ARCHITECTURES}.")
+def build_model(name: str, *, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build a reference architecture by name (``"mlp"``, ``"zero_one"``, ``"gap_cnn"``).
+
+    With ``seed`` the initial weights are drawn from a seeded generator (global RNG state is
+    restored afterwards), so a whole analysis is reproducible from its seed.
+    """
+    builders = {"mlp": MLP, "zero_one": zero_one_net, "gap_cnn": GapCNN}
+    if name not in builders:
+        raise ValueError(f"architecture={name!r} is not known; use one of {ARCHITECTURES}.")
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(kwargs["widths"])
+    if seed is None:
+        return builders[name](**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builders[name](**kwargs)
