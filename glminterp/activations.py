@@ -7,6 +7,7 @@ outputs per sample (``obs``), the optional full conv maps, and a description of 
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import warnings
@@ -278,17 +279,22 @@ def _apply_link(logits: torch.Tensor, link: str | None) -> torch.Tensor:
     return logits
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour the numbers depend on."""
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
     import importlib.metadata as md
 
-    out = {}
+    out = []
     for pkg in ("glminterp", "torch", "numpy", "scipy", "pandas", "statsmodels", "pyarrow"):
         try:
-            out[pkg] = md.version(pkg)
+            out.append((pkg, md.version(pkg)))
         except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+            out.append((pkg, "not installed"))
+    return tuple(out)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour the numbers depend on (read once per process)."""
+    return dict(_package_versions())
 
 
 # ------------------------------------------------------------------------------ extraction
