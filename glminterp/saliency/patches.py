@@ -1,0 +1,377 @@
+"""Top-k activating examples per channel, their receptive fields and deconvnet projections.
+
+Zeiler & Fergus (2014, Fig. 2) show, for each feature map, the nine inputs whose strongest unit
+in that map is largest, the input patch under that unit's receptive field, and the unit's
+deconvnet projection. The receptive field is computed from the architecture
+(:func:`receptive_field`) by walking the modules executed up to the layer and composing each
+``Conv2d``/``MaxPool2d``/``AvgPool2d``'s kernel, stride, padding and dilation, never from a
+hard-coded table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from glminterp.saliency._common import (
+    as_images,
+    capture_layer,
+    class_coefficients,
+    eval_mode,
+    get_module,
+    model_device,
+)
+from glminterp.saliency.deconvnet import deconvnet
+
+
+def _two(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else (int(v[0]), int(v[1]))
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Where the units of a layer look in the input.
+
+    Unit ``(i, j)`` of the layer sees input rows ``offset[0] + i * jump[0]`` to
+    ``offset[0] + i * jump[0] + size[0] - 1`` (and likewise for columns); coordinates outside
+    ``0..H-1`` are padding.
+
+    Attributes
+    ----------
+    layer : str
+    size, jump, offset : tuple of int
+        Field side, distance in pixels between neighbouring units, and the (possibly negative)
+        input coordinate of the top-left corner of unit ``(0, 0)``'s field, per axis.
+    input_shape : tuple of int
+        ``(C, H, W)`` of the input used to trace the model.
+    output_shape : tuple of int
+        ``(h, w)`` of the layer's map.
+    steps : DataFrame
+        One row per spatial module walked: kernel, stride, padding, dilation and the field after it.
+    """
+
+    layer: str
+    size: tuple[int, int]
+    jump: tuple[int, int]
+    offset: tuple[int, int]
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, int]
+    steps: pd.DataFrame = field(repr=False)
+
+    def bounds(self, i: int, j: int, *, clip: bool = False) -> tuple[int, int, int, int]:
+        """Half-open input box ``(row0, row1, col0, col1)`` of unit ``(i, j)``."""
+        r0 = self.offset[0] + i * self.jump[0]
+        c0 = self.offset[1] + j * self.jump[1]
+        r1, c1 = r0 + self.size[0], c0 + self.size[1]
+        if clip:
+            h, w = self.input_shape[1:]
+            return max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+        return r0, r1, c0, c1
+
+    def patch(self, image: np.ndarray, i: int, j: int, *, fill: float = np.nan) -> np.ndarray:
+        """The ``(C, size[0], size[1])`` input patch under unit ``(i, j)``; padding is ``fill``."""
+        image = np.asarray(image, dtype=np.float64)
+        out = np.full((image.shape[0], *self.size), fill)
+        r0, r1, c0, c1 = self.bounds(i, j)
+        h, w = image.shape[1:]
+        rr0, rr1, cc0, cc1 = max(r0, 0), min(r1, h), max(c0, 0), min(c1, w)
+        if rr0 < rr1 and cc0 < cc1:
+            out[:, rr0 - r0 : rr1 - r0, cc0 - c0 : cc1 - c0] = image[:, rr0:rr1, cc0:cc1]
+        return out
+
+
+def _trace_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, tuple, tuple]]:
+    """(name, module, input shape, output shape) of each leaf module, in execution order."""
+    records: list[tuple[str, nn.Module, tuple, tuple]] = []
+    handles = []
+
+    def make(name: str):
+        def hook(module, inputs, output):
+            shape_in = tuple(inputs[0].shape) if inputs and isinstance(inputs[0], torch.Tensor) else ()
+            shape_out = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+            records.append((name, module, shape_in, shape_out))
+
+        return hook
+
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+            handles.append(module.register_forward_hook(make(name)))
+    try:
+        with eval_mode(model), torch.inference_mode():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return records
+
+
+def _conv_geometry(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(kernel, stride, padding-left, dilation) per axis of a Conv2d/MaxPool2d/AvgPool2d."""
+    k = _two(module.kernel_size)
+    stride = module.stride if module.stride is not None else module.kernel_size
+    s = _two(stride)
+    d = _two(getattr(module, "dilation", 1))
+    pad = module.padding
+    if isinstance(pad, str):  # Conv2d padding="valid" / "same" (stride 1)
+        p = (0, 0) if pad == "valid" else tuple((d[a] * (k[a] - 1)) // 2 for a in range(2))
+    else:
+        p = _two(pad)
+    return k, s, p, d
+
+
+def receptive_field(
+    model: nn.Module, layer: str, input_shape: Sequence[int]
+) -> ReceptiveField:
+    """Receptive field of the units of ``layer``, from the architecture.
+
+    The model is run once on zeros of ``input_shape`` to record which leaf modules execute
+    before ``layer`` and in what order; the modules are assumed to form a chain (each one's
+    input is the previous one's output, as in ``nn.Sequential`` networks and the package's
+    models). Per axis, a module with kernel ``k``, stride ``s``, left padding ``p`` and
+    dilation ``d`` maps the field (size ``R``, jump ``J``, offset ``L``) to
+    ``R + (k - 1) d J``, ``J s``, ``L - p J``. Modules that keep the spatial shape (activations,
+    normalisation, dropout) leave it unchanged.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : str
+        Module name whose output is a ``(N, C, h, w)`` map.
+    input_shape : (C, H, W)
+
+    Raises
+    ------
+    ValueError
+        If a module before ``layer`` changes the spatial shape in a way the arithmetic does not
+        cover (e.g. adaptive pooling, upsampling, a Linear layer) or ``layer`` is not 4-D.
+    """
+    get_module(model, layer)
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (C, H, W), got {input_shape!r}.")
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    example = torch.zeros((1, *shape), device=model_device(model), dtype=dtype)
+    records = _trace_order(model, example)
+    idx = [i for i, r in enumerate(records) if r[0] == layer]
+    if not idx:
+        raise ValueError(
+            f"Layer {layer!r} is not a leaf module that runs in the forward pass; pick one of "
+            f"{[r[0] for r in records]}."
+        )
+    size, jump, offset = [1, 1], [1, 1], [0, 0]
+    steps = []
+    for name, module, s_in, s_out in records[: idx[0] + 1]:
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p, d = _conv_geometry(module)
+            for a in range(2):
+                size[a] += (k[a] - 1) * d[a] * jump[a]
+                offset[a] -= p[a] * jump[a]
+                jump[a] *= s[a]
+            steps.append(
+                {"module": name, "type": type(module).__name__, "kernel": k, "stride": s,
+                 "padding": p, "dilation": d, "size": tuple(size), "jump": tuple(jump),
+                 "offset": tuple(offset)}
+            )
+        elif len(s_in) == 4 and s_in[2:] == s_out[2:]:
+            continue  # pointwise in space
+        elif len(s_in) == 4:
+            raise ValueError(
+                f"Module {name!r} ({type(module).__name__}) changes the spatial shape "
+                f"{s_in[2:]} -> {s_out[2:]} in a way receptive-field arithmetic does not cover; "
+                "only Conv2d, MaxPool2d and AvgPool2d are composed."
+            )
+    out_shape = records[idx[0]][3]
+    if len(out_shape) != 4:
+        raise ValueError(f"Layer {layer!r} outputs shape {out_shape}; a (N, C, h, w) map is needed.")
+    return ReceptiveField(
+        layer=layer,
+        size=(size[0], size[1]),
+        jump=(jump[0], jump[1]),
+        offset=(offset[0], offset[1]),
+        input_shape=shape,
+        output_shape=(int(out_shape[2]), int(out_shape[3])),
+        steps=pd.DataFrame(steps),
+    )
+
+
+@dataclass(frozen=True)
+class TopPatches:
+    """Top-k activating inputs per channel with their patches and projections.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per (channel, rank): ``channel, rank, index`` (row in the inputs),
+        ``sample_id``, ``activation`` (the image's largest unit in the map), ``row, col`` (that
+        unit), ``row0, row1, col0, col1`` (its receptive field, unclipped, half-open), and,
+        with a refit, the channel's ``coef, z, p_adj, significant`` for the chosen class.
+    patches : ndarray, shape (n_channels, k, C, size_h, size_w)
+        Input patches under the receptive field (NaN where the field lies in padding).
+    projections : ndarray or None
+        Deconvnet projections of the same units, cropped to the same boxes.
+    receptive_field : ReceptiveField or None
+        None for dense layers (the field is the whole input).
+    channels : tuple of int
+    """
+
+    table: pd.DataFrame = field(repr=False)
+    patches: np.ndarray = field(repr=False)
+    projections: np.ndarray | None = field(repr=False)
+    receptive_field: ReceptiveField | None
+    channels: tuple[int, ...]
+    layer: str
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per channel: the k-th and first activations (and GLM columns if present)."""
+        g = self.table.groupby("channel", sort=False)
+        out = pd.DataFrame(
+            {"top_activation": g["activation"].max(), "kth_activation": g["activation"].min()}
+        )
+        for col in ("coef", "z", "p_adj", "significant"):
+            if col in self.table:
+                out[col] = g[col].first()
+        return out
+
+    def _repr_html_(self) -> str:
+        return self.summary.to_html(float_format=lambda v: f"{v:.4g}")
+
+
+def top_activations(
+    model: nn.Module,
+    inputs: Any,
+    *,
+    layer: str,
+    k: int = 9,
+    channels: Sequence[int] | None = None,
+    refit: Any = None,
+    cls: Any = None,
+    correction: str = "holm",
+    alpha: float = 0.05,
+    project: bool = True,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 256,
+) -> TopPatches:
+    """The ``k`` inputs whose strongest unit in each channel of ``layer`` is largest.
+
+    Each input counts once per channel (its arg-max position), as in the paper's figure.
+
+    Parameters
+    ----------
+    model : nn.Module
+    inputs : Tensor (N, C, H, W) or LabeledImages
+    layer : str
+        A conv layer (``(N, C', h, w)`` output) or a dense layer (the field is the whole input).
+    k : int
+    channels : sequence of int, optional
+        Channels to report. Default: all; with ``refit`` and ``cls``, all ordered by the refit's
+        z for ``cls`` (largest first), so the table leads with the GLM's strongest regressors.
+    refit, cls : RefitResult (or its coefficients DataFrame) and a class, optional
+        Attach each channel's coefficient, z, adjusted p and significance for ``cls``; the
+        layer must be the head's input layer so that channel ``c`` is regressor ``c``.
+    correction, alpha : see :func:`glminterp.saliency.significant_units`.
+    project : bool
+        Compute the deconvnet projection of each top unit (signal = its activation).
+    ids : sequence of str, optional
+        Sample ids (taken from LabeledImages when not given).
+    batch_size : int
+    """
+    images, _ = as_images(inputs)
+    if ids is None and hasattr(inputs, "ids"):
+        ids = list(inputs.ids)
+    n = images.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the number of inputs ({n}), got {k}.")
+    device = model_device(model)
+    maxima, argmax, map_shape = [], [], None
+    with eval_mode(model), torch.inference_mode():
+        for s in range(0, n, batch_size):
+            act = capture_layer(model, images[s : s + batch_size].to(device), layer)
+            if act.dim() == 4:
+                map_shape = tuple(act.shape[2:])
+                flat = act.reshape(act.shape[0], act.shape[1], -1)
+                m, a = flat.max(dim=2)
+            elif act.dim() == 2:
+                m, a = act, torch.zeros_like(act, dtype=torch.long)
+            else:
+                raise ValueError(f"Layer {layer!r} output has {act.dim()} dims; need 2 or 4.")
+            maxima.append(m.cpu().double())
+            argmax.append(a.cpu())
+    maxima_np = torch.cat(maxima).numpy()
+    argmax_np = torch.cat(argmax).numpy()
+    n_ch = maxima_np.shape[1]
+
+    glm = None
+    if refit is not None:
+        if cls is None:
+            raise ValueError("cls is needed with refit: the class whose coefficients to attach.")
+        glm = class_coefficients(refit, cls, correction=correction).set_index("unit")
+    if channels is None:
+        channels = list(range(n_ch))
+        if glm is not None:
+            z = glm["z"].reindex(channels)
+            channels = list(z.sort_values(ascending=False, na_position="last").index)
+    channels = [int(c) for c in channels]
+    if min(channels) < 0 or max(channels) >= n_ch:
+        raise ValueError(f"channels must lie in 0..{n_ch - 1}.")
+
+    rf = receptive_field(model, layer, tuple(images.shape[1:])) if map_shape is not None else None
+    c_in, h, w = images.shape[1:]
+    size = rf.size if rf is not None else (h, w)
+    rows = []
+    patches = np.empty((len(channels), k, c_in, *size))
+    for ci, ch in enumerate(channels):
+        order = np.argsort(-maxima_np[:, ch], kind="stable")[:k]
+        for rank, idx in enumerate(order):
+            if rf is not None:
+                i, j = np.unravel_index(int(argmax_np[idx, ch]), map_shape)
+                r0, r1, c0, c1 = rf.bounds(int(i), int(j))
+                patches[ci, rank] = rf.patch(images[idx].numpy(), int(i), int(j))
+            else:
+                i = j = 0
+                r0, r1, c0, c1 = 0, h, 0, w
+                patches[ci, rank] = images[idx].numpy()
+            rows.append(
+                {"channel": ch, "rank": rank + 1, "index": int(idx),
+                 "sample_id": None if ids is None else str(ids[idx]),
+                 "activation": float(maxima_np[idx, ch]), "row": int(i), "col": int(j),
+                 "row0": r0, "row1": r1, "col0": c0, "col1": c1}
+            )
+    table = pd.DataFrame(rows)
+    if glm is not None:
+        sub = glm.reindex(table["channel"])
+        table["coef"] = sub["coef"].to_numpy()
+        table["z"] = sub["z"].to_numpy()
+        table["p_adj"] = sub["p_adj"].to_numpy()
+        table["significant"] = (sub["p_adj"] < alpha).to_numpy()
+
+    projections = None
+    if project:
+        idx = table["index"].to_numpy()
+        proj = deconvnet(
+            model,
+            images[torch.as_tensor(idx)],
+            layer=layer,
+            channel=table["channel"].to_numpy(),
+            unit=table[["row", "col"]].to_numpy() if rf is not None else None,
+            signal="activation",
+            batch_size=min(batch_size, 64),
+        )
+        projections = np.empty_like(patches)
+        for t, (i, j) in enumerate(table[["row", "col"]].to_numpy()):
+            ci, rank = divmod(t, k)
+            projections[ci, rank] = rf.patch(proj[t], int(i), int(j)) if rf is not None else proj[t]
+    return TopPatches(
+        table=table,
+        patches=patches,
+        projections=projections,
+        receptive_field=rf,
+        channels=tuple(channels),
+        layer=layer,
+    )
