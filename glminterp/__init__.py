@@ -15,14 +15,34 @@ from glminterp.data import (
     stratified_split,
     write_idx,
 )
+from glminterp.glm import RefitResult, refit_output_layer
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
 from glminterp.models import MLP, GapCNN, build_model, zero_one_net
+from glminterp.saliency import (
+    deconvnet,
+    hidden_unit_fields,
+    input_importance,
+    occlusion,
+    receptive_field,
+    siddhartha,
+    top_activations,
+    zero_one_analysis,
+)
+from glminterp.separation import SeparationError
 from glminterp.train import load_checkpoint, save_checkpoint, train_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "deconvnet",
+    "hidden_unit_fields",
+    "input_importance",
+    "occlusion",
+    "receptive_field",
+    "siddhartha",
+    "top_activations",
+    "zero_one_analysis",
     "ActivationRecorder",
     "Activations",
     "GapCNN",
@@ -30,6 +50,8 @@ __all__ = [
     "HeadError",
     "LabeledImages",
     "MLP",
+    "RefitResult",
+    "SeparationError",
     "build_model",
     "detect_head",
     "extract_activations",
@@ -38,6 +60,7 @@ __all__ = [
     "load_mnist5k",
     "load_mnist_idx",
     "read_idx",
+    "refit_output_layer",
     "save_checkpoint",
     "stratified_split",
     "train_model",

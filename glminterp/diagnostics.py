@@ -1,0 +1,219 @@
+"""Checks on a refit design before fitting: dead units, collinearity, conditioning, EPP, overlap.
+
+Each function returns plain data (DataFrames, dicts, numbers) so the refit can record it and a
+report can show it; the refit decides what to warn about or raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+
+# Belsley-Kuh-Welsch: condition number of the column-equilibrated design (intercept included);
+# above ~30 collinearity degrades estimates, above 1000 standard errors are badly inflated.
+CONDITION_WARN = 1000.0
+EPP_WARN = 10.0
+_RANK_RTOL = 1e-9
+
+
+class CollinearityError(ValueError):
+    """Some units are exact linear combinations of others (and the intercept).
+
+    Attributes
+    ----------
+    dependencies : dict of str to list of str
+        Each dependent unit and the units it is a combination of.
+    """
+
+    def __init__(self, message: str, dependencies: dict[str, list[str]]):
+        super().__init__(message)
+        self.dependencies = dependencies
+
+
+def dead_units(features: pd.DataFrame, *, atol: float = 0.0) -> pd.DataFrame:
+    """Units that are constant over the rows (all zero: "dead"; otherwise "constant").
+
+    A constant unit is confounded with the intercept, so it carries no information.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Rows are observations, columns units.
+    atol : float
+        A unit whose range (max - min) is at most ``atol`` counts as constant.
+
+    Returns
+    -------
+    DataFrame with columns ``unit``, ``reason``, ``value`` (the constant value).
+    """
+    x = features.to_numpy(dtype=np.float64)
+    rng = x.max(axis=0) - x.min(axis=0) if len(x) else np.zeros(x.shape[1])
+    rows = []
+    for j, unit in enumerate(features.columns):
+        if rng[j] <= atol:
+            value = float(x[0, j]) if len(x) else 0.0
+            rows.append(
+                {"unit": str(unit), "reason": "dead (all zero)" if value == 0 else "constant",
+                 "value": value}
+            )
+    return pd.DataFrame(rows, columns=["unit", "reason", "value"])
+
+
+@dataclass(frozen=True)
+class RankReport:
+    """Column rank of a design and the exact linear dependencies among its units.
+
+    Attributes
+    ----------
+    rank : int
+        Numerical rank of ``[1, units]``.
+    n_columns : int
+    dependent : tuple of str
+        Units that are exact combinations of the others (one choice: the last in pivot order).
+    dependencies : dict of str to dict of str to float
+        For each dependent unit, ``{"const": a_0, unit: a_j, ...}`` such that
+        ``dependent = a_0 + sum_j a_j unit_j`` on the rows used.
+    """
+
+    rank: int
+    n_columns: int
+    dependent: tuple[str, ...]
+    dependencies: dict
+
+    @property
+    def full_rank(self) -> bool:
+        return self.rank == self.n_columns
+
+
+def rank_report(features: pd.DataFrame, *, rtol: float = _RANK_RTOL) -> RankReport:
+    """Find exact collinearity among units (intercept included) by pivoted QR.
+
+    Columns are scaled to unit norm first so the tolerance is relative. Units outside the
+    leading ``rank`` pivots are dependent; each is regressed on the independent columns to name
+    the units it depends on.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Units as columns (no intercept column).
+    rtol : float
+        A diagonal entry of R below ``rtol * |R[0, 0]|`` counts as zero.
+    """
+    names = ["const", *map(str, features.columns)]
+    x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+    # Centring projects out the intercept: units are dependent given the intercept iff their
+    # centred columns are. Constant units become zero columns and count as dependent.
+    xc = x[:, 1:] - x[:, 1:].mean(axis=0)
+    norms = np.linalg.norm(xc, axis=0)
+    xs = xc / np.where(norms == 0, 1.0, norms)
+    if xs.shape[1]:
+        _, r, piv = scipy.linalg.qr(xs, mode="economic", pivoting=True)
+        diag = np.zeros(xs.shape[1])
+        diag[: min(r.shape)] = np.abs(np.diag(r))
+        keep_units = diag > rtol * max(diag.max(), 1e-300)
+    else:
+        piv, keep_units = np.zeros(0, dtype=int), np.zeros(0, dtype=bool)
+    order = np.r_[0, piv + 1]
+    keep = np.r_[True, keep_units]
+    rank = int(keep.sum())
+    independent = order[keep]
+    dependent_idx = order[~keep]
+    deps: dict[str, dict[str, float]] = {}
+    for j in dependent_idx:
+        coef, *_ = np.linalg.lstsq(x[:, independent], x[:, j], rcond=None)
+        scale = np.abs(coef).max() if coef.size else 0.0
+        deps[names[j]] = {
+            names[i]: float(c)
+            for i, c in zip(independent, coef)
+            if abs(c) > 1e-8 * max(scale, 1.0)
+        }
+    return RankReport(
+        rank=rank,
+        n_columns=x.shape[1],
+        dependent=tuple(names[j] for j in dependent_idx),
+        dependencies=deps,
+    )
+
+
+def collinearity_error(report: RankReport) -> CollinearityError:
+    """Build the error that names each dependent unit and what it depends on."""
+    lines = [
+        f"{unit} = " + " + ".join(f"{c:.4g}*{name}" for name, c in combo.items())
+        for unit, combo in report.dependencies.items()
+    ]
+    return CollinearityError(
+        f"The design [const, units] has rank {report.rank} < {report.n_columns} columns: "
+        f"{len(report.dependent)} unit(s) are exact linear combinations of others: "
+        + "; ".join(lines)
+        + ". Pass on_collinear='drop' to drop the dependent units (recorded in dropped_units).",
+        {u: list(c) for u, c in report.dependencies.items()},
+    )
+
+
+def condition_number(features: pd.DataFrame) -> float:
+    """Condition number of ``[1, units]`` with columns scaled to unit length (Belsley 1980)."""
+    x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+    norms = np.linalg.norm(x, axis=0)
+    norms[norms == 0] = 1.0
+    s = np.linalg.svd(x / norms, compute_uv=False)
+    return float(np.inf if s[-1] == 0 else s[0] / s[-1])
+
+
+def events_per_parameter(y: np.ndarray, n_units: int) -> float:
+    """Events per parameter: rows in the rarest outcome over the units per linear predictor.
+
+    For a multinomial outcome (``y`` integer classes) this is ``min_k n_k / p`` (de Jong et al.
+    2019); for one binary outcome ``min(events, non-events) / p``; for a 0/1 matrix (one column
+    per output) the minimum over columns.
+
+    Parameters
+    ----------
+    y : ndarray
+        Class indices ``(N,)`` or a 0/1 matrix ``(N, K)``.
+    n_units : int
+        Number of units ``p`` (regressors other than the intercept).
+    """
+    if n_units <= 0:
+        return float("inf")
+    y = np.asarray(y)
+    if y.ndim == 2:
+        ones = y.sum(axis=0)
+        rare = np.minimum(ones, y.shape[0] - ones).min()
+    else:
+        _, counts = np.unique(y, return_counts=True)
+        rare = counts.min() if counts.size > 1 else 0
+    return float(rare) / float(n_units)
+
+
+def train_overlap(
+    ids: Iterable[str], obs: pd.DataFrame | None = None, train_ids: Iterable[str] | None = None
+) -> list[str]:
+    """Sample ids used in the refit that the network was trained on.
+
+    A row counts as a training row if ``obs["split"] == "train"`` or its id is in ``train_ids``.
+
+    Parameters
+    ----------
+    ids : iterable of str
+        Ids of the rows used in the refit.
+    obs : DataFrame, optional
+        Indexed by sample id, with a ``split`` column.
+    train_ids : iterable of str, optional
+        Ids of the rows the network was trained on.
+
+    Returns
+    -------
+    list of str
+        The overlapping ids, in the order of ``ids``.
+    """
+    ids = [str(i) for i in ids]
+    train: set[str] = set()
+    if obs is not None and "split" in obs.columns:
+        train |= {str(i) for i in obs.index[obs["split"].astype(str) == "train"]}
+    if train_ids is not None:
+        train |= {str(i) for i in train_ids}
+    return [i for i in ids if i in train]

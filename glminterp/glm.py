@@ -1,0 +1,1025 @@
+"""Refit a network's output layer as a GLM with statsmodels: honest inference on its coefficients.
+
+The head's inputs (hidden units) are the regressors; the labels are the response. A softmax head
+becomes a multinomial logit (``MNLogit``), a sigmoid head one binomial GLM per output, an
+identity head a gaussian GLM; a softmax head can also be refitted one-vs-rest. The entry point is
+:func:`refit_output_layer`; it returns a :class:`RefitResult`.
+
+Before fitting, the design is checked (:mod:`glminterp.diagnostics`): constant units are dropped,
+exact collinearity raises (or drops, on request), the condition number and events per parameter
+are recorded, and rows the network was trained on are flagged. Separation is detected with a
+linear program (:mod:`glminterp.separation`) because statsmodels returns NaN or absurd standard
+errors without failing.
+"""
+
+from __future__ import annotations
+
+import gc
+import html
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+from tqdm.auto import tqdm
+
+from glminterp import diagnostics as dg
+from glminterp import separation as sep
+from glminterp.activations import Activations
+from glminterp.head import Head, to_reference, to_sum_to_zero
+from glminterp.parametrize import fold_dropped_units, sum_to_zero_cov
+
+FAMILIES: tuple[str, ...] = ("auto", "multinomial", "ovr", "binomial", "gaussian")
+COV_TYPES: tuple[str, ...] = ("nonrobust", "HC0", "cluster")
+_AUTO_FAMILY = {"softmax": "multinomial", "sigmoid": "binomial", "identity": "gaussian"}
+_TOL = 1e-12
+
+
+class RefitWarning(UserWarning):
+    """A condition that weakens the refit's inference (training overlap, low EPP, ...)."""
+
+
+class FitError(RuntimeError):
+    """statsmodels did not reach a finite, converged maximum-likelihood estimate."""
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_options(
+    family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap
+) -> None:
+    if remedy is not None:
+        raise ValueError(
+            f"remedy={remedy!r} is not available: separation remedies (e.g. Firth's penalized "
+            "likelihood) are not implemented yet; use remedy=None."
+        )
+    if family not in FAMILIES:
+        raise ValueError(f"family={family!r} is not known; use one of {FAMILIES}.")
+    if parametrization not in ("reference", "sum_to_zero"):
+        raise ValueError(
+            f"parametrization={parametrization!r}; use 'reference' or 'sum_to_zero'."
+        )
+    if cov_type in ("HC1", "HC2", "HC3"):
+        raise ValueError(
+            f"cov_type={cov_type!r} is not offered: statsmodels 0.15 silently returns HC0 for "
+            "GLM and MNLogit when asked for HC1-HC3. Use cov_type='HC0' (sandwich) or "
+            "'cluster' (with cov_kwds={'groups': ...})."
+        )
+    if cov_type not in COV_TYPES:
+        raise ValueError(f"cov_type={cov_type!r} is not known; use one of {COV_TYPES}.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
+    if on_collinear not in ("raise", "drop"):
+        raise ValueError(f"on_collinear={on_collinear!r}; use 'raise' or 'drop'.")
+    if on_separation not in ("raise", "warn"):
+        raise ValueError(f"on_separation={on_separation!r}; use 'raise' or 'warn'.")
+    if int(bootstrap) < 0:
+        raise ValueError(f"bootstrap must be a non-negative number of replicates, got {bootstrap}.")
+
+
+def _resolve_family(family: str, head: Head) -> str:
+    fam = _AUTO_FAMILY[head.link] if family == "auto" else family
+    if fam == "multinomial" and head.n_outputs < 2:
+        raise ValueError("family='multinomial' needs at least 2 classes; the head has 1 output.")
+    if fam == "binomial" and head.link == "softmax" and head.n_outputs > 2:
+        raise ValueError(
+            "family='binomial' on a softmax head with more than 2 classes is not the network's "
+            "model; use family='multinomial' (the head's own GLM) or 'ovr' (one-vs-rest)."
+        )
+    return fam
+
+
+def _labels(obs: pd.DataFrame, n_classes: int) -> np.ndarray:
+    lab = obs["label"]
+    if lab.isna().any():
+        raise ValueError(
+            f"{int(lab.isna().sum())} rows have no label; the refit needs labels (pass data "
+            "with labels to extract_activations)."
+        )
+    y = lab.to_numpy(dtype=np.int64)
+    if y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"labels must be class indices 0..{n_classes - 1}; got {y.min()}..{y.max()}.")
+    return y
+
+
+def _response(family: str, head: Head, obs: pd.DataFrame, response) -> np.ndarray:
+    """Class indices (multinomial) or an (N, K) response matrix (per-output families)."""
+    k = head.n_outputs
+    if family == "gaussian" and response is not None:
+        if isinstance(response, str) or (
+            isinstance(response, Sequence) and all(isinstance(r, str) for r in response)
+        ):
+            cols = [response] if isinstance(response, str) else list(response)
+            missing = [c for c in cols if c not in obs.columns]
+            if missing:
+                raise KeyError(f"response columns {missing} are not in acts.obs.")
+            r = obs[cols].to_numpy(dtype=np.float64)
+        elif isinstance(response, (pd.DataFrame, pd.Series)):
+            r = pd.DataFrame(response).reindex(obs.index).to_numpy(dtype=np.float64)
+        else:
+            r = np.asarray(response, dtype=np.float64)
+        r = r.reshape(len(obs), -1)
+        if r.shape[1] != k or not np.isfinite(r).all():
+            raise ValueError(
+                f"response must give {k} finite value(s) per row (one per output); got shape "
+                f"{r.shape} with {int((~np.isfinite(r)).sum())} non-finite values."
+            )
+        return r
+    if family == "multinomial":
+        y = _labels(obs, k)
+        missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
+        if missing:
+            raise ValueError(
+                f"classes {[head.classes[i] for i in missing]} have no rows in the refit data; "
+                "the multinomial refit needs every class (use a larger split)."
+            )
+        return y
+    if k == 1:
+        y = _labels(obs, 2).astype(np.float64)[:, None]
+    else:
+        y = np.eye(k)[_labels(obs, k)]
+    return y
+
+
+def _groups(cov_type: str, cov_kwds: dict | None, obs: pd.DataFrame) -> dict | None:
+    """Normalise ``cov_kwds``; cluster groups become integer codes aligned with the rows."""
+    if cov_type != "cluster":
+        if cov_kwds:
+            raise ValueError(f"cov_kwds is only used with cov_type='cluster', not {cov_type!r}.")
+        return None
+    if not cov_kwds or "groups" not in cov_kwds:
+        raise ValueError(
+            "cov_type='cluster' needs cov_kwds={'groups': ...}: an obs column name, a Series "
+            "indexed by sample id, or one label per row used."
+        )
+    g = cov_kwds["groups"]
+    if isinstance(g, str):
+        if g not in obs.columns:
+            raise KeyError(f"cov_kwds['groups']={g!r} is not a column of acts.obs.")
+        g = obs[g]
+    elif isinstance(g, pd.Series):
+        g = g.reindex(obs.index)
+    g = pd.Series(np.asarray(g), index=obs.index) if not isinstance(g, pd.Series) else g
+    if len(g) != len(obs) or g.isna().any():
+        raise ValueError(f"cluster groups must give one non-missing label for each of the {len(obs)} rows.")
+    codes = pd.factorize(g, sort=True)[0]
+    out = {k: v for k, v in cov_kwds.items() if k != "groups"}
+    out["groups"] = codes
+    return out
+
+
+# ----------------------------------------------------------------------------------- fits
+def _fit_multinomial(y, x, cov_type, cov_kwds, maxiter, start=None):
+    model = sm.MNLogit(y, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kw = {"cov_type": cov_type} if cov_type != "nonrobust" else {}
+        if cov_kwds is not None:
+            kw["cov_kwds"] = cov_kwds
+        return model.fit(
+            method="newton", maxiter=maxiter, tol=_TOL, disp=0, start_params=start, **kw
+        )
+
+
+def _fit_glm(y, x, family, cov_type, cov_kwds, maxiter, start=None):
+    fam = sm.families.Gaussian() if family == "gaussian" else sm.families.Binomial()
+    kw = {"cov_kwds": cov_kwds} if cov_kwds is not None else {}
+    # statsmodels' covariance uses the IRLS weights of the step before the last: with its
+    # default tol=1e-8 standard errors sit ~1e-5 from the MLE's; one more step fixes it.
+    return sm.GLM(y, x, family=fam).fit(
+        maxiter=maxiter, tol=_TOL, cov_type=cov_type, start_params=start, **kw
+    )
+
+
+def _converged(res) -> bool:
+    if hasattr(res, "mle_retvals") and res.mle_retvals is not None:
+        return bool(res.mle_retvals.get("converged", True))
+    return bool(getattr(res, "converged", True))
+
+
+def _check_fit(res, label: str, on_separation: str) -> None:
+    params, bse = np.asarray(res.params), np.asarray(res.bse)
+    finite = np.isfinite(params).all() and np.isfinite(bse).all()
+    if finite and _converged(res):
+        return
+    msg = (
+        f"The {label} fit did not reach a finite maximum-likelihood estimate "
+        f"(converged={_converged(res)}, {int((~np.isfinite(params)).sum())} non-finite "
+        f"parameters, {int((~np.isfinite(bse)).sum())} non-finite standard errors)."
+    )
+    if on_separation == "warn":
+        warnings.warn(msg, RefitWarning, stacklevel=3)
+        return
+    raise FitError(msg + " Check the diagnostics (condition number, events per parameter).")
+
+
+def _cross_cov(results: list, x: np.ndarray, y: np.ndarray, cov_type: str, cov_kwds) -> np.ndarray:
+    """Stacked-estimating-equation sandwich across per-output fits (HC0 / cluster).
+
+    Cov(b_j, b_k) = A_j^-1 (sum_n s_nj s_nk') A_k^-1 with s_nj = x_n (y_nj - mu_nj) / phi_j and
+    A_j = X' W_j X / phi_j; for j == k this is statsmodels' own HC0/cluster block.
+    """
+    q = x.shape[1]
+    scores, bread = [], []
+    for j, res in enumerate(results):
+        mu = np.asarray(res.fittedvalues)
+        scale = float(res.scale)
+        w = np.asarray(res.model.family.variance(mu)) if not isinstance(
+            res.model.family, sm.families.Gaussian
+        ) else np.ones_like(mu)
+        scores.append(x * ((y[:, j] - mu) / scale)[:, None])
+        bread.append(np.linalg.inv((x * w[:, None]).T @ x / scale))
+    s = np.hstack(scores)
+    factor = 1.0
+    if cov_type == "cluster":
+        g = cov_kwds["groups"]
+        n_groups = int(g.max()) + 1
+        s = np.vstack([np.bincount(g, weights=s[:, i], minlength=n_groups) for i in range(s.shape[1])]).T
+        if cov_kwds.get("use_correction", True):
+            n = x.shape[0]
+            factor = n_groups / (n_groups - 1) * (n - 1) / (n - q)
+    meat = s.T @ s * factor
+    k = len(results)
+    cov = np.zeros((q * k, q * k))
+    for a in range(k):
+        for b in range(k):
+            cov[a * q : (a + 1) * q, b * q : (b + 1) * q] = (
+                bread[a] @ meat[a * q : (a + 1) * q, b * q : (b + 1) * q] @ bread[b]
+            )
+    return cov
+
+
+# ------------------------------------------------------------------------------ the entry
+def refit_output_layer(
+    acts: Activations,
+    *,
+    split: str | Sequence[str] | None = "refit",
+    family: str = "auto",
+    parametrization: str = "reference",
+    cov_type: str = "nonrobust",
+    cov_kwds: dict | None = None,
+    alpha: float = 0.05,
+    drop_dead: bool = True,
+    on_collinear: str = "raise",
+    bootstrap: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+    train_ids: Sequence[str] | None = None,
+    on_separation: str = "raise",
+    remedy: str | None = None,
+    response=None,
+    maxiter: int = 100,
+) -> RefitResult:
+    """Refit the network's output layer as a GLM on held-out rows.
+
+    Parameters
+    ----------
+    acts : Activations
+        Exported activations with a detected head (``acts.head``) and labels.
+    split : str, sequence of str or None
+        Rows to use (``acts.obs["split"]``); None uses every row. The default ``"refit"`` is
+        held out from training, which is what makes the inference valid.
+    family : {"auto", "multinomial", "ovr", "binomial", "gaussian"}
+        ``"auto"`` follows the head's link (softmax -> multinomial, sigmoid -> binomial per
+        output, identity -> gaussian). ``"ovr"`` fits one binomial GLM per class.
+    parametrization : {"reference", "sum_to_zero"}
+        Default parametrization of the result (multinomial only; per-output families are
+        identified as they are). ``"reference"``: class 0 is the baseline, columns are classes
+        1..K-1 (statsmodels' MNLogit). ``"sum_to_zero"``: all K classes, ``w_k - mean_j w_j``.
+    cov_type : {"nonrobust", "HC0", "cluster"}
+        Model-based, sandwich, or cluster-robust covariance (statsmodels' own). HC1-HC3 are
+        refused because statsmodels silently returns HC0 for them with these models.
+    cov_kwds : dict, optional
+        For ``"cluster"``: ``{"groups": obs column name | Series by sample id | per-row labels}``
+        and optionally ``use_correction`` (statsmodels' small-sample factor, default True).
+    alpha : float
+        Level of the confidence intervals and of the agreement test's verdict.
+    drop_dead : bool
+        Drop constant (incl. all-zero) units, listed in ``dropped_units``. If False they make the
+        design rank deficient and ``on_collinear`` applies.
+    on_collinear : {"raise", "drop"}
+        Exact collinearity among units: raise :class:`~glminterp.diagnostics.CollinearityError`
+        naming the dependent units, or drop them (recorded).
+    bootstrap : int
+        Number of nonparametric bootstrap replicates (rows, or clusters with
+        ``cov_type="cluster"``) for percentile intervals; 0 for none.
+    seed : int
+        Seed of the bootstrap's ``numpy.random.Generator``.
+    progress : bool
+        Show progress bars (per-class fits, bootstrap).
+    train_ids : sequence of str, optional
+        Ids of the network's training rows, in addition to ``obs["split"] == "train"``.
+    on_separation : {"raise", "warn"}
+        Separated data raise :class:`~glminterp.separation.SeparationError` (default) or, with
+        ``"warn"``, are fitted anyway with a loud warning (the estimates are then meaningless).
+    remedy : None
+        Reserved for separation remedies; anything but None raises ValueError.
+    response : str, sequence of str, array or DataFrame, optional
+        Gaussian family only: the response(s), one per output. Default: the label (one
+        output) or its one-hot coding (several outputs).
+    maxiter : int
+        Newton / IRLS iterations.
+
+    Returns
+    -------
+    RefitResult
+
+    Raises
+    ------
+    SeparationError, CollinearityError, FitError, ValueError
+    """
+    _check_options(
+        family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap
+    )
+    if not isinstance(acts, Activations):
+        raise TypeError(f"acts must be an Activations object, got {type(acts).__name__}.")
+    head = acts.head
+    sub = acts if split is None else acts.subset(split=split)
+    features = sub.head_features().astype(np.float64)
+    if head is None:  # head_features raised already; keeps type checkers informed
+        raise ValueError("acts has no head.")
+    fam = _resolve_family(family, head)
+    obs = sub.obs
+    n = len(obs)
+    if n == 0:
+        raise ValueError(f"split={split!r} selects no rows.")
+    y = _response(fam, head, obs, response)
+    cov_kwds_n = _groups(cov_type, cov_kwds, obs)
+    notes: list[str] = []
+    warned: list[str] = []
+
+    def warn(msg: str) -> None:
+        warned.append(msg)
+        warnings.warn(msg, RefitWarning, stacklevel=3)
+
+    # -- training overlap
+    overlap = dg.train_overlap(obs.index, acts.obs, train_ids)
+    if overlap:
+        warn(
+            f"REFIT USES TRAINING ROWS: {len(overlap)} of {n} rows (e.g. {overlap[:3]}) were used "
+            "to train the network. Coefficients fitted on training rows are biased away from zero "
+            "and their standard errors, tests and intervals are not valid; refit on held-out rows "
+            "(split='refit')."
+        )
+
+    # -- dead / constant units, then exact collinearity
+    all_units = [str(c) for c in features.columns]
+    dead = dg.dead_units(features)
+    dropped_rows = []
+    constant: dict[str, float] = {}
+    if drop_dead and len(dead):
+        constant = dict(zip(dead["unit"], dead["value"].astype(float)))
+        features = features.drop(columns=list(constant))
+        dropped_rows += [{"unit": u, "reason": r} for u, r in zip(dead["unit"], dead["reason"])]
+        notes.append(f"dropped {len(constant)} constant unit(s): {list(constant)}")
+    rank = dg.rank_report(features)
+    dependencies: dict[str, dict[str, float]] = {}
+    if not rank.full_rank:
+        if on_collinear == "raise":
+            raise dg.collinearity_error(rank)
+        dependencies = {u: dict(c) for u, c in rank.dependencies.items()}
+        features = features.drop(columns=list(rank.dependent))
+        for u, combo in dependencies.items():
+            expr = " + ".join(f"{a:.4g}*{t}" for t, a in combo.items())
+            dropped_rows.append({"unit": u, "reason": f"collinear: {u} = {expr}"})
+        warn(f"dropped {len(dependencies)} exactly collinear unit(s): {list(dependencies)}")
+    units = [str(c) for c in features.columns]
+    terms = ["const", *units]
+    x = np.column_stack([np.ones(n), features.to_numpy(dtype=np.float64)])
+    p = len(units)
+
+    cond = dg.condition_number(features)
+    if cond > dg.CONDITION_WARN:
+        warn(
+            f"condition number of the scaled design is {cond:.3g} (> {dg.CONDITION_WARN:g}): "
+            "near-collinear units; standard errors are inflated and individual coefficients "
+            "are poorly determined."
+        )
+    # Gaussian: no events; rows per unit is recorded instead.
+    epp = dg.events_per_parameter(y, p) if fam != "gaussian" else float(n) / max(p, 1)
+    if fam != "gaussian" and epp < dg.EPP_WARN:
+        warn(
+            f"events per parameter is {epp:.3g} (< {dg.EPP_WARN:g}): the MLE is biased away from "
+            "zero and Wald tests can be miscalibrated at this p/N (Sur & Candes 2019); prefer "
+            "fewer units or more held-out rows."
+        )
+
+    # -- separation
+    checks: list[sep.SeparationCheck] = []
+    if fam == "multinomial":
+        checks.append(sep.check_multinomial(x, y, terms=terms, classes=head.classes))
+    elif fam in ("ovr", "binomial"):
+        cls = _output_classes(head)
+        for j, c in enumerate(cls):
+            checks.append(
+                sep.check_binomial(
+                    x, y[:, j], terms=terms, label=f"binomial: {c}", classes=(f"not {c}", c)
+                )
+            )
+    if any(c.separated for c in checks):
+        if on_separation == "raise":
+            sep.raise_if_separated(checks, p)
+        warn(
+            "SEPARATED DATA, fitted anyway (on_separation='warn'): "
+            + "; ".join(f"{c.label}: classes {list(c.classes)}" for c in checks if c.separated)
+            + ". The MLE does not exist; estimates and standard errors are meaningless."
+        )
+
+    # -- fit
+    if fam == "multinomial":
+        res = _fit_multinomial(y, pd.DataFrame(x, columns=terms), cov_type, cov_kwds_n, maxiter)
+        _check_fit(res, "multinomial", on_separation)
+        beta = np.asarray(res.params, dtype=np.float64)
+        cov = np.asarray(res.cov_params(), dtype=np.float64)
+        results: object = res
+    else:
+        out_classes = _output_classes(head)
+        fits, betas = {}, []
+        it = tqdm(out_classes, desc=f"refit {fam}", disable=not progress or len(out_classes) < 2)
+        for j, c in enumerate(it):
+            r = _fit_glm(y[:, j], pd.DataFrame(x, columns=terms), fam, cov_type, cov_kwds_n, maxiter)
+            _check_fit(r, f"{fam} ({c})", on_separation)
+            fits[c] = r
+            betas.append(np.asarray(r.params, dtype=np.float64))
+            gc.collect()  # statsmodels' IRLS keeps per-iteration copies of X in cycles
+        beta = np.column_stack(betas)
+        q = len(terms)
+        if cov_type == "nonrobust":
+            cov = np.zeros((q * len(out_classes),) * 2)
+            for j, r in enumerate(fits.values()):
+                cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = np.asarray(r.cov_params())
+            if len(out_classes) > 1:
+                notes.append(
+                    "cov_type='nonrobust' with per-output fits: cross-output covariance blocks "
+                    "are zero (outputs treated as independent); use cov_type='HC0' for the "
+                    "stacked sandwich that accounts for their dependence."
+                )
+        else:
+            cov = _cross_cov(list(fits.values()), x, y, cov_type, cov_kwds_n)
+        results = fits
+
+    # -- the network's head on the same terms
+    net_full, net_note = _network_matrix(head, fam)
+    if net_note:
+        notes.append(net_note)
+    net_folded, _ = fold_dropped_units(net_full, all_units, constant, dependencies)
+    if constant or dependencies:
+        notes.append("network weights of dropped units were folded into the kept terms")
+
+    boot = None
+    if bootstrap:
+        boot = _bootstrap(
+            fam, x, y, beta, int(bootstrap), seed, progress, cov_kwds_n, maxiter, terms, head
+        )
+        if boot["failed"]:
+            warn(
+                f"{boot['failed']} of {bootstrap} bootstrap replicates failed (separated, "
+                "not converged or a class missing) and were left out; percentile intervals use "
+                f"{bootstrap - boot['failed']} replicates."
+            )
+
+    diagnostics = {
+        "n_obs": int(n),
+        "n_units_input": len(all_units),
+        "n_units_used": p,
+        "dropped_units": [d["unit"] for d in dropped_rows],
+        "rank": int(rank.rank),
+        "condition_number": float(cond),
+        "events_per_parameter": float(epp),
+        "train_overlap": len(overlap),
+        "train_overlap_ids": overlap[:20],
+        "separation": [c.to_dict() for c in checks],
+        "notes": notes,
+        "split": split if split is None or isinstance(split, str) else list(split),
+    }
+    return RefitResult(
+        family=fam,
+        parametrization=parametrization,
+        head=head,
+        terms=tuple(terms),
+        beta=beta,
+        cov=cov,
+        network=net_folded,
+        results=results,
+        x=x,
+        y=y,
+        alpha=alpha,
+        cov_type=cov_type,
+        dropped=pd.DataFrame(dropped_rows, columns=["unit", "reason"]),
+        diagnostics=diagnostics,
+        warnings_=tuple(warned),
+        bootstrap=boot,
+    )
+
+
+def _output_classes(head: Head) -> tuple[str, ...]:
+    if head.link == "softmax" and head.n_outputs == 2:
+        return tuple(head.classes)
+    return tuple(head.classes) if len(head.classes) == head.n_outputs else tuple(
+        str(i) for i in range(head.n_outputs)
+    )
+
+
+def _network_matrix(head: Head, fam: str) -> tuple[np.ndarray, str | None]:
+    """The network's head as a ``(p + 1, K)`` matrix comparable with the refit, or NaN."""
+    w = head.coef_matrix()
+    if fam == "multinomial" and head.link == "softmax":
+        return w, None
+    if fam in ("ovr", "binomial") and head.link == "sigmoid":
+        return w, None
+    if fam in ("ovr", "binomial") and head.link == "softmax" and head.n_outputs == 2:
+        # Two-class softmax: logit P(class k) = (w_k - w_other)'x exactly.
+        return w - w[:, ::-1], None
+    if fam == "gaussian" and head.link == "identity":
+        return w, None
+    return np.full_like(w, np.nan), (
+        f"the network's {head.link} head is not the {fam} model refitted: network weights "
+        "are not comparable (NaN) and the agreement test is not defined"
+    )
+
+
+def p_adjust(p: np.ndarray, method: str) -> np.ndarray:
+    """Holm (``"holm"``) or Benjamini-Hochberg (``"fdr_bh"``) adjusted p-values.
+
+    Same values as ``statsmodels.stats.multitest.multipletests``, which in statsmodels 0.15
+    runs a full ``gc.collect()`` per call (too slow inside simulations).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    if method == "holm":
+        adj = np.maximum.accumulate((m - np.arange(m)) * ps)
+    elif method == "fdr_bh":
+        adj = np.minimum.accumulate(m / np.arange(m, 0, -1) * ps[::-1])[::-1]
+    else:
+        raise ValueError(f"method={method!r}; use 'holm' or 'fdr_bh'.")
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+# ------------------------------------------------------------------------------ bootstrap
+def _bootstrap(fam, x, y, beta, n_boot, seed, progress, cov_kwds, maxiter, terms, head) -> dict:
+    """Nonparametric bootstrap of the MLE (rows, or whole clusters), warm-started at the MLE."""
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    groups = None if cov_kwds is None else cov_kwds["groups"]
+    members = None
+    if groups is not None:
+        members = [np.flatnonzero(groups == g) for g in range(int(groups.max()) + 1)]
+    draws, failed = [], 0
+    for _ in tqdm(range(n_boot), desc="bootstrap", disable=not progress):
+        if members is None:
+            idx = rng.integers(0, n, n)
+        else:
+            pick = rng.integers(0, len(members), len(members))
+            idx = np.concatenate([members[g] for g in pick])
+        xb, yb = x[idx], y[idx]
+        try:
+            if fam == "multinomial":
+                if np.unique(yb).size != beta.shape[1] + 1:
+                    failed += 1
+                    continue
+                if sep.check_multinomial(xb, yb, terms=terms, classes=head.classes).separated:
+                    failed += 1
+                    continue
+                r = _fit_multinomial(yb, xb, "nonrobust", None, maxiter, start=beta.ravel("F"))
+                b = np.asarray(r.params)
+                ok = _converged(r)
+            else:
+                cols, ok = [], True
+                for j in range(y.shape[1]):
+                    if fam != "gaussian" and sep.check_binomial(xb, yb[:, j], terms=terms).separated:
+                        ok = False
+                        break
+                    r = _fit_glm(yb[:, j], xb, fam, "nonrobust", None, maxiter, start=beta[:, j])
+                    ok = ok and _converged(r)
+                    cols.append(np.asarray(r.params))
+                b = np.column_stack(cols) if ok else None
+                gc.collect()
+        except (np.linalg.LinAlgError, ValueError):
+            ok, b = False, None
+        if not ok or b is None or not np.isfinite(b).all():
+            failed += 1
+            continue
+        draws.append(b)
+    return {"draws": np.array(draws), "failed": failed, "n": n_boot, "seed": seed}
+
+
+# --------------------------------------------------------------------------------- result
+def _wald(b: np.ndarray, v: np.ndarray) -> tuple[float, int]:
+    """Wald statistic b' V^+ b with df = rank(V) (pinv handles the sum-to-zero case)."""
+    vp = np.linalg.pinv(v, hermitian=True)
+    df = int(np.linalg.matrix_rank(v, hermitian=True))
+    return float(b @ vp @ b), df
+
+
+class RefitResult:
+    """A refitted output layer: coefficients, covariance, tests and the network's own head.
+
+    Built by :func:`refit_output_layer`; all attributes are read-only. Coefficient matrices are
+    ``(terms, classes)`` DataFrames; covariances are indexed by ``(class, term)`` pairs, class
+    outer (statsmodels' order).
+    """
+
+    def __init__(
+        self, *, family, parametrization, head, terms, beta, cov, network, results, x, y, alpha,
+        cov_type, dropped, diagnostics, warnings_, bootstrap,
+    ) -> None:
+        self._family = family
+        self._param = parametrization
+        self._head = head
+        self._terms = tuple(terms)
+        self._beta = beta  # reference (multinomial) or per-output, (q, K')
+        self._cov = cov
+        self._network = network  # folded (q, K) in the network's own parametrization
+        self._results = results
+        self._x = x
+        self._y = y
+        self._alpha = float(alpha)
+        self._cov_type = cov_type
+        self._dropped = dropped
+        self._diagnostics = diagnostics
+        self._warnings = warnings_
+        self._boot = bootstrap
+        self._all_classes = (
+            tuple(head.classes) if family == "multinomial" else _output_classes(head)
+        )
+        self._cache: dict = {}
+
+    # ------------------------------------------------------------ simple properties
+    @property
+    def family(self) -> str:
+        """``"multinomial"``, ``"ovr"``, ``"binomial"`` or ``"gaussian"``."""
+        return self._family
+
+    @property
+    def parametrization(self) -> str:
+        return self._param
+
+    @property
+    def alpha(self) -> float:
+        return self._alpha
+
+    @property
+    def cov_type(self) -> str:
+        return self._cov_type
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """``"const"`` then the units kept."""
+        return self._terms
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        return self._terms[1:]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Columns of :meth:`params` in the result's own parametrization."""
+        return self._classes(self._param)
+
+    @property
+    def n_obs(self) -> int:
+        return int(self._x.shape[0])
+
+    @property
+    def dropped_units(self) -> pd.DataFrame:
+        """Units left out of the fit, with the reason (constant, collinear)."""
+        return self._dropped.copy()
+
+    @property
+    def diagnostics(self) -> dict:
+        """Pre-fit checks (JSON-serialisable): rank, condition number, EPP, overlap, separation."""
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in self._diagnostics.items()}
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning issued during the refit."""
+        return self._warnings
+
+    @property
+    def results(self):
+        """The statsmodels results: one ``MNLogitResults``, or a dict class -> ``GLMResults``."""
+        return self._results
+
+    # ------------------------------------------------------------ parametrizations
+    def _own(self, parametrization: str | None) -> str:
+        p = self._param if parametrization is None else parametrization
+        if p not in ("reference", "sum_to_zero"):
+            raise ValueError(f"parametrization={p!r}; use 'reference', 'sum_to_zero' or None.")
+        return p if self._family == "multinomial" else "per_output"
+
+    def _classes(self, parametrization: str | None) -> tuple[str, ...]:
+        own = self._own(parametrization)
+        return self._all_classes[1:] if own == "reference" else self._all_classes
+
+    def _index(self, parametrization: str | None) -> pd.MultiIndex:
+        return pd.MultiIndex.from_product(
+            [list(self._classes(parametrization)), list(self._terms)], names=["class", "term"]
+        )
+
+    def _beta_in(self, parametrization: str | None) -> np.ndarray:
+        own = self._own(parametrization)
+        if own == "sum_to_zero":
+            return to_sum_to_zero(np.hstack([np.zeros((len(self._terms), 1)), self._beta]))
+        return self._beta
+
+    def _cov_in(self, parametrization: str | None) -> np.ndarray:
+        own = self._own(parametrization)
+        if own == "sum_to_zero":
+            if "cov_stz" not in self._cache:
+                self._cache["cov_stz"] = sum_to_zero_cov(
+                    self._cov, len(self._all_classes), len(self._terms)
+                )
+            return self._cache["cov_stz"]
+        return self._cov
+
+    def _network_in(self, parametrization: str | None) -> np.ndarray:
+        own = self._own(parametrization)
+        if own == "reference":
+            return to_reference(self._network)
+        if own == "sum_to_zero":
+            return to_sum_to_zero(self._network)
+        return self._network
+
+    def params(self, parametrization: str | None = None) -> pd.DataFrame:
+        """Coefficients, index = terms, columns = classes (None: the result's own parametrization)."""
+        return pd.DataFrame(
+            self._beta_in(parametrization),
+            index=pd.Index(self._terms, name="term"),
+            columns=pd.Index(self._classes(parametrization), name="class"),
+        )
+
+    def cov_params(self, parametrization: str | None = None) -> pd.DataFrame:
+        """Covariance of the coefficients, MultiIndex ``(class, term)`` on both axes."""
+        idx = self._index(parametrization)
+        return pd.DataFrame(self._cov_in(parametrization), index=idx, columns=idx)
+
+    def class_cov(self, cls: str, parametrization: str | None = None) -> pd.DataFrame:
+        """Terms x terms covariance of one class's coefficient vector."""
+        classes = self._classes(parametrization)
+        cls = str(cls)
+        if cls not in classes:
+            hint = (
+                " (the baseline class has no coefficients in the reference parametrization; "
+                "use parametrization='sum_to_zero')"
+                if cls in self._all_classes
+                else ""
+            )
+            raise KeyError(f"class {cls!r} not among {list(classes)}{hint}.")
+        q = len(self._terms)
+        j = classes.index(cls)
+        block = self._cov_in(parametrization)[j * q : (j + 1) * q, j * q : (j + 1) * q]
+        t = pd.Index(self._terms, name="term")
+        return pd.DataFrame(block, index=t, columns=t)
+
+    def network_params(self, parametrization: str | None = None) -> pd.DataFrame:
+        """The network's head in the same layout as :meth:`params` (dropped units folded in)."""
+        return pd.DataFrame(
+            self._network_in(parametrization),
+            index=pd.Index(self._terms, name="term"),
+            columns=pd.Index(self._classes(parametrization), name="class"),
+        )
+
+    # ------------------------------------------------------------ tables
+    @property
+    def coefficients(self) -> pd.DataFrame:
+        """Tidy table, one row per (class, term), in the result's own parametrization.
+
+        Columns: class, term, coef, se, z, p, ci_lower, ci_upper (Wald, level 1 - alpha),
+        p_holm, p_bh (across all unit coefficients; NaN for intercepts), network_weight,
+        z_network, p_network (Wald z of coef - network_weight), and with a bootstrap
+        boot_se, boot_ci_lower, boot_ci_upper (percentile).
+        """
+        if "coef" in self._cache:
+            return self._cache["coef"].copy()
+        b = self._beta_in(None).ravel(order="F")
+        v = self._cov_in(None)
+        se = np.sqrt(np.clip(np.diag(v), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = b / se
+        zc = stats.norm.ppf(1 - self._alpha / 2)
+        idx = self._index(None)
+        df = pd.DataFrame(
+            {
+                "class": idx.get_level_values(0),
+                "term": idx.get_level_values(1),
+                "coef": b,
+                "se": se,
+                "z": z,
+                "p": 2 * stats.norm.sf(np.abs(z)),
+                "ci_lower": b - zc * se,
+                "ci_upper": b + zc * se,
+            }
+        )
+        unit_rows = (df["term"] != "const").to_numpy()
+        for col, method in (("p_holm", "holm"), ("p_bh", "fdr_bh")):
+            df[col] = np.nan
+            pv = df.loc[unit_rows, "p"].to_numpy()
+            ok = np.isfinite(pv)
+            if ok.any():
+                adj = np.full(pv.shape, np.nan)
+                adj[ok] = p_adjust(pv[ok], method)
+                df.loc[unit_rows, col] = adj
+        net = self._network_in(None).ravel(order="F")
+        df["network_weight"] = net
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zn = (b - net) / se
+        df["z_network"] = zn
+        df["p_network"] = 2 * stats.norm.sf(np.abs(zn))
+        if self._boot is not None and len(self._boot["draws"]):
+            draws = self._boot_draws(None).reshape(len(self._boot["draws"]), -1, order="F")
+            df["boot_se"] = draws.std(axis=0, ddof=1)
+            df["boot_ci_lower"] = np.quantile(draws, self._alpha / 2, axis=0)
+            df["boot_ci_upper"] = np.quantile(draws, 1 - self._alpha / 2, axis=0)
+        self._cache["coef"] = df
+        return df.copy()
+
+    def _boot_draws(self, parametrization: str | None) -> np.ndarray:
+        d = self._boot["draws"]
+        if self._own(parametrization) == "sum_to_zero":
+            full = np.concatenate([np.zeros(d.shape[:2] + (1,)), d], axis=2)
+            return full - full.mean(axis=2, keepdims=True)
+        return d
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """Coefficient table indexed by (class, term), the columns a reader needs first."""
+        cols = ["coef", "se", "z", "p", "ci_lower", "ci_upper", "p_holm", "network_weight"]
+        return self.coefficients.set_index(["class", "term"])[cols]
+
+    @property
+    def unit_tests(self) -> pd.DataFrame:
+        """Joint Wald test per unit: does the unit matter for any class?
+
+        For the multinomial the test uses the K - 1 reference contrasts (the hypothesis "all
+        classes share the unit's weight" is the same in every parametrization); for per-output
+        fits the unit's K coefficients with the covariance of :meth:`cov_params`.
+        Columns: unit, statistic, df, p, p_holm, p_bh.
+        """
+        v = self._cov
+        b = self._beta.ravel(order="F")
+        q = len(self._terms)
+        k = self._beta.shape[1]
+        rows = []
+        for j, unit in enumerate(self._terms[1:], start=1):
+            sel = np.arange(k) * q + j
+            stat, df = _wald(b[sel], v[np.ix_(sel, sel)])
+            rows.append({"unit": unit, "statistic": stat, "df": df, "p": stats.chi2.sf(stat, df)})
+        out = pd.DataFrame(rows, columns=["unit", "statistic", "df", "p"])
+        if len(out):
+            out["p_holm"] = p_adjust(out["p"].to_numpy(), "holm")
+            out["p_bh"] = p_adjust(out["p"].to_numpy(), "fdr_bh")
+        return out
+
+    @property
+    def agreement_test(self) -> dict:
+        """Wald test of H0: the network's head equals the refit MLE (on the held-out rows).
+
+        Returns a dict with statistic, df, p_value, reject (at ``alpha``) and interpretation;
+        statistic and p_value are None when the network's head is not the refitted model.
+        The statistic is parametrization-invariant (reference contrasts for the multinomial).
+        """
+        net = self._network_in("reference").ravel(order="F")
+        if not np.isfinite(net).all():
+            return {
+                "statistic": None, "df": None, "p_value": None, "reject": None,
+                "interpretation": "Not defined: the network's head is not the refitted model "
+                f"({self._head.link} head, {self._family} refit).",
+            }
+        stat, df = _wald(self._beta.ravel(order="F") - net, self._cov)
+        pval = float(stats.chi2.sf(stat, df))
+        reject = pval < self._alpha
+        if reject:
+            text = (
+                f"Rejected at alpha={self._alpha:g} (chi2={stat:.4g}, df={df}, p={pval:.3g}): the "
+                "network's head differs from the maximum-likelihood fit on these rows. This is "
+                "the usual outcome for a network trained with weight decay or early stopping (its "
+                "head is shrunk, not the MLE) or on other rows; it says the head is not the MLE "
+                "here, not that the network is wrong."
+            )
+        else:
+            text = (
+                f"Not rejected at alpha={self._alpha:g} (chi2={stat:.4g}, df={df}, p={pval:.3g}): "
+                "the rows are consistent with the network's head being the MLE. Not rejecting is "
+                "not proof of equality; the power depends on the number of rows."
+            )
+        return {"statistic": stat, "df": df, "p_value": pval, "reject": bool(reject),
+                "interpretation": text}
+
+    # ------------------------------------------------------------ fit statistics
+    def _per_output_stats(self, res, n_params: int) -> dict:
+        gauss = self._family == "gaussian"
+        llf, llnull = float(res.llf), float(res.llnull)
+        k = n_params + (1 if gauss else 0)
+        return {
+            "llf": llf,
+            "llnull": llnull,
+            "deviance": float(res.deviance),
+            "null_deviance": float(res.null_deviance),
+            "lr_statistic": 2 * (llf - llnull),
+            "lr_df": n_params - 1,
+            "aic": -2 * llf + 2 * k,
+            "bic": -2 * llf + k * np.log(self.n_obs),
+            "n_params": int(n_params),
+            "converged": _converged(res),
+        }
+
+    @property
+    def class_fit_stats(self) -> pd.DataFrame:
+        """Fit statistics per output (per-output families) or one row ``"all"`` (multinomial)."""
+        if self._family == "multinomial":
+            return pd.DataFrame([self.fit_stats], index=pd.Index(["all"], name="class"))
+        q = len(self._terms)
+        rows = {}
+        for j, (c, res) in enumerate(self._results.items()):
+            s = self._per_output_stats(res, q)
+            s["lr_pvalue"] = float(stats.chi2.sf(s["lr_statistic"], s["lr_df"]))
+            s["mcfadden_r2"] = 1 - s["llf"] / s["llnull"] if s["llnull"] else float("nan")
+            if self._family != "gaussian":
+                s["events_per_parameter"] = dg.events_per_parameter(
+                    self._y[:, [j]], len(self.units)
+                )
+            rows[c] = s
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("class")
+
+    @property
+    def fit_stats(self) -> dict:
+        """Model fit, JSON-serialisable: llf, deviance, null deviance, LR test against the
+        intercept-only model, AIC/BIC, McFadden R2, n_obs, n_params, events per parameter.
+
+        For per-output families the values are sums over the outputs (a joint likelihood that
+        treats the outputs as independent; see :attr:`class_fit_stats` for each one).
+        """
+        q, n = len(self._terms), self.n_obs
+        if self._family == "multinomial":
+            res = self._results
+            llf, llnull = float(res.llf), float(res.llnull)
+            k = q * self._beta.shape[1]
+            out = {
+                "family": self._family,
+                "llf": llf,
+                "llnull": llnull,
+                "deviance": -2 * llf,
+                "null_deviance": -2 * llnull,
+                "lr_statistic": 2 * (llf - llnull),
+                "lr_df": int(k - self._beta.shape[1]),
+                "aic": -2 * llf + 2 * k,
+                "bic": -2 * llf + k * np.log(n),
+                "n_params": int(k),
+                "converged": _converged(res),
+            }
+        else:
+            per = [self._per_output_stats(r, q) for r in self._results.values()]
+            out = {"family": self._family}
+            for key in ("llf", "llnull", "deviance", "null_deviance", "lr_statistic", "aic", "bic"):
+                out[key] = float(sum(s[key] for s in per))
+            out["lr_df"] = int(sum(s["lr_df"] for s in per))
+            out["n_params"] = int(sum(s["n_params"] for s in per))
+            out["converged"] = all(s["converged"] for s in per)
+        out["lr_pvalue"] = float(stats.chi2.sf(out["lr_statistic"], out["lr_df"]))
+        out["mcfadden_r2"] = 1 - out["llf"] / out["llnull"] if out["llnull"] else float("nan")
+        out["n_obs"] = int(n)
+        out["n_units"] = len(self.units)
+        out["events_per_parameter"] = float(self._diagnostics["events_per_parameter"])
+        out["cov_type"] = self._cov_type
+        return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in out.items()}
+
+    # ------------------------------------------------------------ display
+    def __repr__(self) -> str:
+        fs = self.fit_stats
+        return (
+            f"RefitResult(family={self._family!r}, parametrization={self._param!r}, "
+            f"n_obs={self.n_obs}, units={len(self.units)} (+{len(self._dropped)} dropped), "
+            f"classes={len(self.classes)}, llf={fs['llf']:.6g}, cov_type={self._cov_type!r}, "
+            f"warnings={len(self._warnings)})"
+        )
+
+    def _repr_html_(self) -> str:
+        fs = self.fit_stats
+        agree = self.agreement_test
+        stats_tbl = pd.DataFrame([fs]).T.rename(columns={0: "value"}).to_html()
+        top = self.coefficients
+        top = top[top["term"] != "const"].reindex(
+            top.loc[top["term"] != "const", "z"].abs().sort_values(ascending=False).index
+        ).head(20)
+        warn_html = "".join(f"<li>{html.escape(w)}</li>" for w in self._warnings)
+        return (
+            f"<div><h4>Refit of head {html.escape(self._head.name)!s} as a {self._family} GLM "
+            f"({self._param}, cov_type={self._cov_type})</h4>"
+            + (f"<p><b>Warnings</b></p><ul>{warn_html}</ul>" if warn_html else "")
+            + f"<p>Agreement with the network: {html.escape(agree['interpretation'])}</p>"
+            + stats_tbl
+            + "<p>Top 20 unit coefficients by |z|</p>"
+            + top.to_html(index=False, float_format=lambda v: f"{v:.4g}")
+            + "</div>"
+        )

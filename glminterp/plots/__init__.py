@@ -1,0 +1,1 @@
+"""Plotting functions: each takes computed results and returns a matplotlib Figure."""
