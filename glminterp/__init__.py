@@ -6,6 +6,7 @@ classic visualizations, and write reproducible reports.
 """
 
 from glminterp.activations import Activations, extract_activations
+from glminterp.cam import CAMCoefficients, CAMResult, class_activation_maps
 from glminterp.data import (
     LabeledImages,
     load_digits,
@@ -15,6 +16,7 @@ from glminterp.data import (
     stratified_split,
     write_idx,
 )
+from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
 from glminterp.glm import RefitResult, refit_output_layer
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
@@ -35,6 +37,12 @@ from glminterp.train import load_checkpoint, save_checkpoint, train_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAMCoefficients",
+    "CAMResult",
+    "class_activation_maps",
+    "compare_faithfulness",
+    "confidence_change",
+    "deletion_insertion",
     "deconvnet",
     "hidden_unit_fields",
     "input_importance",

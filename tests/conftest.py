@@ -26,7 +26,7 @@ def digits():
 @pytest.fixture(scope="session")
 def gap_cnn_digits(digits):
     """A GAP -> Linear CNN trained for a few epochs on the digits train split."""
-    model = gi.GapCNN(widths=(8, 16, 8))
+    model = gi.build_model("gap_cnn", seed=0, widths=(8, 16, 8))
     gi.train_model(model, digits.get_split("train"), epochs=8, lr=3e-3, seed=0, progress=False)
     return model
 
@@ -34,7 +34,7 @@ def gap_cnn_digits(digits):
 @pytest.fixture(scope="session")
 def mlp_digits(digits):
     """A 64 -> 12 (sigmoid) -> 10 softmax MLP trained on the digits train split."""
-    model = gi.MLP(n_inputs=64, n_hidden=12, n_classes=10)
+    model = gi.build_model("mlp", seed=0, n_inputs=64, n_hidden=12, n_classes=10)
     gi.train_model(model, digits.get_split("train"), epochs=15, lr=5e-3, seed=0, progress=False)
     return model
 
