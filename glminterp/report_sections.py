@@ -1,0 +1,199 @@
+"""Report sections that cross-reference the refit with maps and the classic visualizations.
+
+Each function computes with the package's analysis modules (:mod:`glminterp.cam`,
+:mod:`glminterp.saliency`), adds tables and figures to a :class:`~glminterp.report.ReportBuilder`
+and stores the result objects in ``StudyResult.extras``. The studies call them through a guard
+that turns any failure into a "not available" note, so one visualization never sinks a report.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from glminterp.data import LabeledImages
+from glminterp.report import ReportBuilder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from glminterp.studies import StudyResult
+
+
+def _labels(images: LabeledImages) -> list[str]:
+    return [images.classes[i] for i in images.labels.tolist()]
+
+
+def _row_labels(images: LabeledImages) -> list[str]:
+    return [f"{sid}\nclass {c}" for sid, c in zip(images.ids.tolist(), _labels(images))]
+
+
+def _gray(images: LabeledImages) -> np.ndarray:
+    return images.images[:, 0].numpy()
+
+
+def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
+    """Image, network CAM, GLM CAM, SE, z and significance masks for each image's true class.
+
+    Both CAMs use sum-to-zero class contrasts (``w_k - mean_j w_j``), so they are comparable.
+    """
+    from glminterp.cam import class_activation_maps
+    from glminterp.plots import report as plots
+
+    head = r.activations.head
+    if head is None or not head.gap:
+        rb.note("cam", "Not applicable: the head does not average conv maps (no GAP head).")
+        return
+    targets = _labels(images)
+    alpha = r.config.alpha
+    net = class_activation_maps(r.model, images, parametrization="sum_to_zero", alpha=alpha)
+    r.extras["cam_network"] = net
+    panels = {"CAM (network)": net.for_targets(targets)}
+    rb.text("cam", f"Class activation maps of one test image per class, for its true class, "
+            f"from the layer {net.layer!r} ({net.parametrization} contrasts: "
+            "w_k - mean_j w_j). Maps are min-max normalised for display.")
+    if r.refit is None:
+        rb.note("cam", f"GLM CAM, SE and z maps not available: {r.refit_error}")
+    else:
+        glm = class_activation_maps(
+            r.model, images, coefficients=r.refit, parametrization="sum_to_zero", alpha=alpha,
+            seed=r.seed,
+        )
+        r.extras["cam"] = glm
+        panels["CAM (GLM)"] = glm.for_targets(targets)
+        if glm.has_uncertainty:
+            panels["SE"] = glm.for_targets(targets, "se")
+            panels["z"] = glm.for_targets(targets, "z")
+            panels[f"mask pointwise a={alpha:g}"] = glm.for_targets(targets, "mask_pointwise")
+            if glm.mask_simultaneous is not None:
+                panels["mask simultaneous"] = glm.for_targets(targets, "mask_simultaneous")
+            rb.text("cam", "SE: delta-method standard error of the GLM CAM at each location; "
+                    "z = CAM / SE; masks: |z| above the pointwise normal quantile, and above the "
+                    "simultaneous threshold over all locations of the image (simulated from "
+                    f"N(beta_hat, Sigma), seed {r.seed}).")
+    rb.figure("cam", plots.cam_gallery(_gray(images), panels, _row_labels(images)), "cam_gallery",
+              caption="Rows: test images (true class); columns: the maps of that class.")
+    glm = r.extras.get("cam")
+    if glm is None:
+        return
+    summ = glm.summary
+    keep = pd.DataFrame({"sample_id": images.ids.tolist(), "class": targets})
+    rb.table("cam", summ.merge(keep, on=["sample_id", "class"]),
+             caption="GLM CAM per image (true class): range and significant locations")
+    xref = glm.cross_reference(top=3).merge(keep, on=["sample_id", "class"])
+    rb.table("cam", xref, caption="Channels behind each map: top 3 by share of the positive "
+             "mass, with their GLM inference (Holm-corrected)")
+
+
+def occlusion_panels(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
+    """Zeiler & Fergus occlusion: probability of the true class with a gray square at each place."""
+    from glminterp.plots import report as plots
+    from glminterp.saliency.occlusion import occlusion
+
+    side = int(images.images.shape[-1])
+    window, stride = max(2, side // 5), max(1, side // 14)
+    head = r.activations.head
+    res = occlusion(r.model, images, window=window, stride=stride,
+                    layer=head.input_layer if head is not None else None)
+    r.extras["occlusion"] = res
+    titles = [f"{sid}: p(class {c})" for sid, c in zip(images.ids.tolist(), _labels(images))]
+    rb.figure("classic", plots.image_grid(res.probability, titles, cmap="viridis", centred=False,
+                                          suptitle="Occlusion sensitivity"), "occlusion",
+              caption=f"Occlusion (Zeiler & Fergus 2014): probability of the true class with a "
+              f"{window}x{window} square of the data mean at each position (stride {stride}).")
+    rb.table("classic", res.summary.assign(sample_id=images.ids.tolist()),
+             caption="Occlusion: most damaging window per image")
+
+
+def top_patches(r: StudyResult, rb: ReportBuilder) -> None:
+    """Top activating test images per head channel, ranked by the refit's z for class 0's contrast."""
+    from glminterp.saliency.patches import top_activations
+
+    head = r.activations.head
+    if head is None:
+        rb.note("classic", "Top patches: no head detected.")
+        return
+    test = r.data.get_split("test")
+    kw = {}
+    if r.refit is not None:
+        kw = {"refit": r.refit, "cls": r.refit.classes[0], "alpha": r.config.alpha}
+    res = top_activations(r.model, test, layer=head.input_layer, k=9, project=False, **kw)
+    r.extras["top_patches"] = res
+    caption = "Top 9 activating test images per channel of the head's input layer"
+    if kw:
+        caption += f", with each channel's GLM coefficient for class {kw['cls']}"
+    rb.table("classic", res.summary, caption=caption, index=True)
+
+
+def siddhartha_sets(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
+    """Discriminative / confusing channel sets (Siddhartha 2022) and their GLM variant."""
+    from glminterp.plots.saliency import plot_siddhartha
+    from glminterp.saliency.siddhartha import siddhartha
+
+    cls = int(images.labels[0])
+    test = r.data.get_split("test")
+    of_cls = test.subset((test.labels == cls).numpy())
+    n_channels = r.activations.head.n_inputs
+    res = siddhartha(r.model, of_cls, cls, refit=r.refit, alpha=r.config.alpha,
+                     min_size=max(2, n_channels // 4), n_boot=99, seed=r.seed)
+    r.extras["siddhartha"] = res
+    rb.figure("classic", plot_siddhartha(res, of_cls.images.numpy(), 0), "siddhartha",
+              caption=f"Siddhartha (2022) channel sets for class {cls}: class map restricted "
+              "to the most discriminative / most confusing channels, and the GLM variant.")
+    rb.table("classic", res.summary, caption=f"Channel sets for class {cls}: size and mean "
+             "masked probability (test images of the class)")
+    rb.table("classic", res.regression, caption="Asymmetric-Laplace regression of the sorted "
+             "weights (R^2 per side)")
+
+
+def receptive_fields(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
+    """Input-weight images of the top units per class, ranked by the refit's z."""
+    from glminterp.plots import report as plots
+    from glminterp.saliency.receptive_fields import hidden_unit_fields
+
+    if r.refit is None:
+        rb.note("classic", f"Receptive fields ranked by the refit: not available ({r.refit_error}).")
+        return
+    n = r.config.top_units
+    side = int(images.images.shape[-1])
+    weights, titles, tables = [], [], []
+    by_class = dict(zip(_labels(images), range(len(images))))
+    for cls in r.refit.classes:
+        img = images.images[by_class[cls], 0] if cls in by_class else None
+        res = hidden_unit_fields(r.model, r.refit, cls, image=img, n=n, alpha=r.config.alpha,
+                                 shape=(side, side))
+        r.extras.setdefault("receptive_fields", {})[cls] = res
+        units = res.units
+        for k in range(len(units)):
+            weights.append(res.weights[k])
+            titles.append(f"class {cls}: {units['unit'].iloc[k]}")
+        tables.append(units.assign(**{"class": cls}))
+    if weights:
+        rb.figure("classic", plots.image_grid(np.stack(weights), titles, ncol=max(n, 1),
+                                              suptitle="Input weights of the top units"),
+                  "receptive_fields",
+                  caption=f"Hidden units ranked by the refit's z per class (top {n}); each image "
+                  "is the unit's input weights (red positive, blue negative).")
+        rb.table("classic", pd.concat(tables, ignore_index=True),
+                 caption="Units shown, with their GLM inference")
+
+
+def olden_garson(r: StudyResult, rb: ReportBuilder) -> None:
+    """Olden and Garson pixel importance next to the GLM-based pixel effect, for one class."""
+    from glminterp.plots import report as plots
+    from glminterp.saliency.receptive_fields import input_importance
+
+    side = int(r.data.images.shape[-1])
+    cls = r.refit.classes[-1] if r.refit is not None else r.data.classes[-1]
+    tab = input_importance(r.model, r.refit, cls, shape=(side, side), alpha=r.config.alpha)
+    r.extras["olden_garson"] = tab
+    cols = [c for c in ("olden", "garson", "glm_z") if c in tab.columns]
+    imgs = np.stack([tab[c].to_numpy(dtype=float).reshape(side, side) for c in cols])
+    rb.figure("classic", plots.image_grid(imgs, [f"{c} (class {cls})" for c in cols],
+                                          ncol=len(cols), suptitle="Pixel importance"),
+              "olden_garson",
+              caption="Olden's connection weights, Garson's relative importance, and the GLM "
+              "effect's z, per input pixel.")
+    if len(cols) > 1:
+        rb.table("classic", tab[cols].corr(method="spearman"), index=True,
+                 caption="Spearman correlation between the pixel rankings")
