@@ -32,9 +32,10 @@ Display
     and on for Grad-CAM(++) (the papers, torchcam, pytorch-grad-cam).
 Statistics
     ``raw`` is the linear map (no ReLU, no normalisation), upsampled when ``upsample=True``.
-    Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly (the
-    Cholesky-type factor of ``Sigma_c`` is applied at feature resolution and then upsampled),
-    not by interpolating SEs. ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
+    Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly, not by
+    interpolating SEs: each output pixel combines at most 2 x 2 feature cells, and
+    ``SE^2(u) = sum_ij w_i(u) w_j(u) a_i' Sigma_c a_j`` is assembled from inner products of
+    neighbouring cells (see :mod:`glminterp.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
     the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
     ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
     ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
@@ -49,12 +50,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
 from glminterp.activations import unit_names
+from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder, resolve_layers
@@ -66,7 +67,6 @@ CORRECTIONS: dict[str, str] = {"holm": "p_holm", "bh": "p_bh"}
 GRADCAMPP_ALPHA: tuple[str, ...] = ("paper", "torchcam")
 _EPS_NORM = 1e-8
 _EPS_PP = 1e-8
-_SIM_CHUNK_BYTES = 64 * 2**20
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -296,12 +296,6 @@ def _minmax(m: torch.Tensor) -> torch.Tensor:
     return m / (m.amax(dim=(-2, -1), keepdim=True) + _EPS_NORM)
 
 
-def _interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """``(n_out, n_in)`` matrix of 1-D linear interpolation (``align_corners=False``)."""
-    eye = torch.eye(n_in, dtype=torch.float64)[:, None, :]
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T
-
-
 def _upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of ``(..., h, w)`` to ``size`` (``align_corners=False``).
 
@@ -311,7 +305,7 @@ def _upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     h, w = m.shape[-2:]
     if (h, w) == tuple(size):
         return m
-    uy, ux = _interp_matrix(h, size[0]).to(m.dtype), _interp_matrix(w, size[1]).to(m.dtype)
+    uy, ux = interp_matrix(h, size[0]).to(m.dtype), interp_matrix(w, size[1]).to(m.dtype)
     return torch.matmul(torch.matmul(uy, m), ux.T)
 
 
@@ -409,27 +403,6 @@ def _grad_weights(g: torch.Tensor, a: torch.Tensor, method: str, pp_alpha: str) 
         denom = 2 * g2 + a.sum(dim=(2, 3), keepdim=True) * g2 * g
         alpha = torch.where(g != 0, g2 / (denom + _EPS_PP), torch.zeros_like(g))
     return (alpha * torch.relu(g)).sum(dim=(2, 3))
-
-
-def _sqrt_factor(cov: np.ndarray) -> np.ndarray:
-    """``R`` with ``R.T @ R = cov`` (symmetric eigen-square-root, null directions dropped)."""
-    cov = (cov + cov.T) / 2
-    d, v = np.linalg.eigh(cov)
-    keep = d > max(d.max(initial=0.0), 0.0) * 1e-12
-    if not keep.any():
-        return np.zeros((1, cov.shape[0]))
-    return (v[:, keep] * np.sqrt(d[keep])).T
-
-
-def _sim_thresholds(qn: torch.Tensor, u: torch.Tensor, alpha: float) -> np.ndarray:
-    """(1 - alpha) quantile of ``max_l |qn[:, l]' u|`` per image; ``qn`` is ``(n, L, r)``."""
-    n, L, _ = qn.shape
-    per = max(1, int(_SIM_CHUNK_BYTES // (4 * u.shape[0] * L)))
-    out = []
-    for s in range(0, n, per):
-        zmax = torch.matmul(qn[s : s + per], u.T).abs().amax(dim=1)  # (b, n_sim)
-        out.append(torch.quantile(zmax.double(), 1 - alpha, dim=1))
-    return torch.cat(out).numpy()
 
 
 # ----------------------------------------------------------------------------------- result
@@ -835,7 +808,8 @@ def class_activation_maps(
     maps, raw = _finish(raw_lo, relu, normalize, size)
     extra: dict[str, Any] = {}
     if coefs is not None and coefs.class_covs is not None:
-        extra = _uncertainty(acts, coefs, cols, raw, spread, size, alpha, simultaneous, n_sim, seed)
+        extra = uncertainty(acts, coefs.class_covs[cols], cols, raw, 1.0 if spread else 0.0,
+                            size, alpha, simultaneous, n_sim, seed)
     return CAMResult(
         maps=maps, raw=raw, classes=mapped, sample_ids=ids, method=method, layer=layer,
         parametrization=parametrization, source=coefs.source if coefs else "gradients",
@@ -853,48 +827,3 @@ def _param_note(head: Head, parametrization: str) -> str:
         "reference": f"softmax class contrasts: reference class {head.classes[0]!r}, map_c - map_0.",
         "network": "raw network weights (not identified for softmax).",
     }[parametrization]
-
-
-def _uncertainty(
-    acts: torch.Tensor,
-    coefs: CAMCoefficients,
-    cols: list[int],
-    raw: np.ndarray,
-    spread: bool,
-    size: tuple[int, int],
-    alpha: float,
-    simultaneous: bool,
-    n_sim: int,
-    seed: int,
-) -> dict[str, Any]:
-    """SE, z, masks and simultaneous thresholds for the mapped classes."""
-    n = acts.shape[0]
-    share = 1.0 if spread else 0.0
-    se = np.empty_like(raw)
-    thr = np.full((n, len(cols)), np.nan)
-    for i, j in enumerate(cols):
-        r = torch.from_numpy(_sqrt_factor(coefs.class_covs[j]))  # (r, p + 1)
-        # q = R a(x, y) with the factor's index last, so the norm reduces a contiguous axis
-        q = torch.einsum("rk,nkhw->nhwr", r[:, 1:], acts) + share * r[:, 0]
-        if tuple(q.shape[1:3]) != tuple(size):
-            uy = _interp_matrix(q.shape[1], size[0])
-            ux = _interp_matrix(q.shape[2], size[1])
-            q = torch.einsum("Ww,nHwr->nHWr", ux, torch.einsum("Hh,nhwr->nHwr", uy, q))
-        s = torch.linalg.vector_norm(q, dim=3)  # (n, H, W)
-        se[:, i] = s.numpy()
-        if simultaneous:
-            # float32 suffices for a quantile of maxima and halves the cost of the largest step
-            qn = (q / s[..., None].clamp_min(1e-300)).float().flatten(1, 2)  # (n, L, r)
-            gen = np.random.default_rng([seed, j])
-            u = torch.from_numpy(gen.standard_normal((n_sim, r.shape[0]))).float()
-            thr[:, i] = _sim_thresholds(qn, u, alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(se > 0, raw / np.where(se > 0, se, 1.0), 0.0)
-    crit = float(stats.norm.ppf(1 - alpha / 2))
-    out: dict[str, Any] = {
-        "se": se, "z": z, "mask_pointwise": np.abs(z) > crit, "pointwise_threshold": crit,
-    }
-    if simultaneous:
-        out["sim_threshold"] = thr
-        out["mask_simultaneous"] = np.abs(z) > thr[:, :, None, None]
-    return out

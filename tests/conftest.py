@@ -1,6 +1,6 @@
 """Shared fixtures: small real data and small trained networks, built once per session.
 
-Everything is seeded; torch runs single-threaded so results do not depend on the core count.
+Everything is seeded; torch and BLAS run single-threaded so results do not depend on the core count.
 """
 
 from __future__ import annotations
@@ -9,11 +9,15 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 import glminterp as gi
 
 matplotlib.use("Agg")
 torch.set_num_threads(1)
+# One BLAS thread: results do not depend on the core count, and two pytest workers do not
+# oversubscribe two cores.
+threadpool_limits(1)
 
 
 @pytest.fixture(scope="session")

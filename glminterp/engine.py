@@ -1,0 +1,878 @@
+"""Fast, exact Newton refits of multinomial and binomial logit models (numpy).
+
+statsmodels' ``MNLogit(method="newton")`` rebuilds its Hessian block by block, (K-1)^2 separate
+products, at every iteration. This engine computes the same maximum-likelihood estimate and the
+same inverse Fisher information, faster:
+
+- the Fisher information ``I = sum_n (diag(p_n) - p_n p_n') (x) x_n x_n'`` is built as
+  ``blockdiag_j(X' diag(p_j) X) - A'A`` with the stacked weighted design ``A = [p_1 X, ...,
+  p_{K-1} X]``: one symmetric rank-k update (BLAS ``syrk``) per row chunk, so memory is bounded by
+  the chunk and the ``((K-1)(p+1))^2`` matrix;
+- ``method="newton-cg"`` reaches the optimum with Hessian-vector products (``O(N p K)`` each,
+  preconditioned conjugate gradients, Armijo line search) and builds one full information matrix
+  at the end, for the covariance and a last exact Newton step;
+- ``method="newton"`` is plain Newton with the full matrix every iteration and step halving;
+  ``method="auto"`` (default) picks Newton-CG above 500 parameters.
+
+Layout follows statsmodels: the design gets an intercept as its first column ("const"); for the
+multinomial the first sorted class is the baseline and ``params`` is the ``(p + 1, K - 1)``
+matrix, flattened in Fortran order (class-major) for ``cov``. :meth:`EngineResult.to_statsmodels`
+hands the optimum to statsmodels so users get the results object they know.
+
+The per-chunk kernels (``*_chunk``) are pure functions of one block of rows; the out-of-core and
+Dask refits in :mod:`glminterp.scale` reuse them, so all paths compute the same sums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
+from scipy.linalg.blas import dsyrk
+from scipy.linalg.lapack import dpotri
+from scipy.special import expit, log_expit
+
+METHODS: tuple[str, ...] = ("auto", "newton", "newton-cg")
+_AUTO_CG_MIN_PARAMS = 500  # below this a full information matrix is cheaper than CG
+_CHUNK_BYTES = 32 * 2**20  # working memory per chunk of the stacked design
+
+
+class FisherSingularError(ValueError):
+    """The Fisher information is not positive definite (collinear design or separation)."""
+
+
+# ============================================================================ per-chunk kernels
+# Kernels take the design WITHOUT its intercept column and treat the intercept implicitly, so
+# no chunk is ever copied just to prepend a column of ones.
+
+
+def add_const(x: np.ndarray) -> np.ndarray:
+    """Return ``[1, x]`` as a new float64 C-contiguous array (intercept first)."""
+    out = np.empty((x.shape[0], x.shape[1] + 1), dtype=np.float64)
+    out[:, 0] = 1.0
+    out[:, 1:] = x
+    return out
+
+
+def _lin(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``[1, x] @ beta`` without forming ``[1, x]``."""
+    return x @ beta[1:] + beta[0]
+
+
+def _tlin(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``[1, x]' @ r`` without forming ``[1, x]``."""
+    top = r.sum(axis=0, keepdims=r.ndim > 1)
+    return np.concatenate([np.atleast_1d(top) if r.ndim == 1 else top, x.T @ r], axis=0)
+
+
+def multinomial_probs(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of classes 1..K-1 and the log normaliser, computed stably.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+        Design without intercept.
+    beta : ndarray, shape (p + 1, J)
+        Reference-parametrization coefficients (J = K - 1), intercept in row 0.
+
+    Returns
+    -------
+    probs : ndarray, shape (n, J)
+    lse : ndarray, shape (n,)
+        ``log(1 + sum_j exp(eta_j))``, so that ``log p_0 = -lse``.
+    """
+    eta = _lin(x, beta)
+    m = np.maximum(eta.max(axis=1), 0.0)
+    e = np.exp(eta - m[:, None])
+    s = np.exp(-m) + e.sum(axis=1)
+    lse = m + np.log(s)
+    return e / s[:, None], lse
+
+
+def multinomial_loglike_grad_chunk(
+    x: np.ndarray, codes: np.ndarray, beta: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Log-likelihood, score ``X1'(Y - P)`` ``(p + 1, J)`` and probabilities of one chunk.
+
+    ``codes`` are integer class codes in ``0..K-1`` (0 = baseline).
+    """
+    probs, lse = multinomial_probs(x, beta)
+    pos = codes > 0
+    rows = np.flatnonzero(pos)
+    cols = codes[pos] - 1
+    eta_y = np.einsum("ij,ij->i", x[rows], beta[1:, cols].T) + beta[0, cols]
+    llf = float(np.sum(eta_y) - np.sum(lse))
+    resid = -probs
+    resid[rows, cols] += 1.0
+    return llf, _tlin(x, resid), probs
+
+
+def multinomial_fisher_chunk(
+    x: np.ndarray, probs: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Add one chunk's Fisher information to ``out`` (upper triangle only).
+
+    ``I = blockdiag_j(X1' diag(p_j) X1) - A'A`` with the stacked weighted design
+    ``A = [p_1 X1, ..., p_J X1]`` (``X1 = [1, x]``): the whole off-diagonal structure is one
+    ``syrk`` on ``A``, the diagonal blocks J small ``syrk`` on ``sqrt(p_j) X1``. Call
+    :func:`symmetrize_upper` once after the last chunk. ``out`` (Fortran order, shape
+    ``(Jq, Jq)``) is updated in place when given.
+    """
+    n, p = x.shape
+    q = p + 1
+    j = probs.shape[1]
+    a = np.empty((n, j, q))
+    a[:, :, 0] = probs
+    np.multiply(probs[:, :, None], x[:, None, :], out=a[:, :, 1:])
+    a = a.reshape(n, j * q)
+    if out is None:
+        out = np.zeros((j * q, j * q), order="F")
+    # a is C-contiguous (n, Jq), so a.T is Fortran-contiguous (Jq, n): no copy inside BLAS.
+    out = dsyrk(-1.0, a.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+    b = np.empty((n, q))
+    for k in range(j):
+        s = np.sqrt(probs[:, k])
+        b[:, 0] = s
+        np.multiply(x, s[:, None], out=b[:, 1:])
+        sl = slice(k * q, (k + 1) * q)
+        out[sl, sl] += dsyrk(1.0, b.T, trans=0, lower=0)
+    return out
+
+
+def multinomial_hvp_chunk(x: np.ndarray, probs: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """One chunk's Fisher-vector product ``I v`` for ``v`` of shape (p + 1, J)."""
+    u = probs * _lin(x, v)
+    u -= probs * u.sum(axis=1, keepdims=True)
+    return _tlin(x, u)
+
+
+def binomial_loglike_grad_chunk(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray | None, beta: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Bernoulli log-likelihood, score and means of one chunk (``w``: frequency weights)."""
+    eta = _lin(x, beta)
+    mu = expit(eta)
+    ll = y * log_expit(eta) + (1.0 - y) * log_expit(-eta)
+    r = y - mu
+    if w is not None:
+        ll = ll * w
+        r = r * w
+    return float(ll.sum()), _tlin(x, r), mu
+
+
+def binomial_fisher_chunk(
+    x: np.ndarray, mu: np.ndarray, w: np.ndarray | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Add one chunk's ``X1' diag(w mu (1 - mu)) X1`` to ``out`` (upper triangle, in place)."""
+    s = mu * (1.0 - mu)
+    if w is not None:
+        s = s * w
+    s = np.sqrt(s)
+    n, p = x.shape
+    a = np.empty((n, p + 1))
+    a[:, 0] = s
+    np.multiply(x, s[:, None], out=a[:, 1:])
+    if out is None:
+        out = np.zeros((p + 1, p + 1), order="F")
+    return dsyrk(1.0, a.T, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+
+
+def binomial_hvp_chunk(
+    x: np.ndarray, mu: np.ndarray, w: np.ndarray | None, v: np.ndarray
+) -> np.ndarray:
+    """One chunk's ``X1' diag(w mu (1 - mu)) X1 v``."""
+    s = mu * (1.0 - mu)
+    if w is not None:
+        s = s * w
+    return _tlin(x, s * _lin(x, v))
+
+
+def symmetrize_upper(a: np.ndarray, block: int = 512) -> np.ndarray:
+    """Copy the upper triangle onto the lower one, in place (block by block, no index arrays)."""
+    n = a.shape[0]
+    for i in range(0, n, block):
+        e = min(i + block, n)
+        d = a[i:e, i:e]
+        a[i:e, i:e] = np.triu(d) + np.triu(d, 1).T
+        a[e:, i:e] = a[i:e, e:].T
+    return a
+
+
+def inverse_from_cholesky(c: np.ndarray) -> np.ndarray:
+    """Inverse of a positive-definite matrix from its upper Cholesky factor (LAPACK potri)."""
+    inv, info = dpotri(c, lower=0)
+    if info != 0:
+        raise FisherSingularError(f"LAPACK dpotri failed (info={info}).")
+    return symmetrize_upper(inv)
+
+
+# ============================================================================ objectives
+Chunk = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def array_chunks(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray | None, chunk_size: int
+) -> Callable[[], Iterator[Chunk]]:
+    """A re-iterable source of ``(x, y, w)`` row chunks (views, no intercept column)."""
+
+    def gen() -> Iterator[Chunk]:
+        for i in range(0, x.shape[0], chunk_size):
+            sl = slice(i, i + chunk_size)
+            yield x[sl], y[sl], None if w is None else w[sl]
+
+    return gen
+
+
+class MultinomialObjective:
+    """Log-likelihood, score, Fisher information and Fisher-vector products over row chunks.
+
+    Parameters
+    ----------
+    chunks : callable
+        Returns a fresh iterator of ``(x, codes, None)`` chunks each time it is called.
+    n_terms, n_classes : int
+    cache_probs : bool
+        Keep the probabilities of the last evaluated point (``N x (K-1)`` floats) so that
+        Fisher-vector products and the Fisher matrix at that point need one pass, not two.
+    """
+
+    def __init__(
+        self,
+        chunks: Callable[[], Iterator[Chunk]],
+        n_terms: int,
+        n_classes: int,
+        cache_probs: bool = True,
+    ):
+        self._chunks = chunks
+        self.q = int(n_terms)
+        self.j = int(n_classes) - 1
+        self.n_params = self.q * self.j
+        self._cache_probs = cache_probs
+        self._point: np.ndarray | None = None
+        self._probs: list[np.ndarray] = []
+        self.n_obs = 0
+
+    def _beta(self, flat: np.ndarray) -> np.ndarray:
+        return flat.reshape(self.q, self.j, order="F")
+
+    def value_grad(self, flat: np.ndarray) -> tuple[float, np.ndarray]:
+        beta = self._beta(flat)
+        llf, grad, n, probs = 0.0, np.zeros((self.q, self.j)), 0, []
+        for x, codes, _ in self._chunks():
+            ll, g, p = multinomial_loglike_grad_chunk(x, codes, beta)
+            llf += ll
+            grad += g
+            n += x.shape[0]
+            if self._cache_probs:
+                probs.append(p)
+        self.n_obs = n
+        if self._cache_probs:
+            self._point, self._probs = flat.copy(), probs
+        return llf, grad.ravel(order="F")
+
+    def _prob_chunks(self, flat: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        if self._point is not None and np.array_equal(self._point, flat):
+            return zip((c[0] for c in self._chunks()), self._probs)
+        beta = self._beta(flat)
+        return ((x, multinomial_probs(x, beta)[0]) for x, _, _ in self._chunks())
+
+    def fisher(self, flat: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.n_params, self.n_params), order="F")
+        for x, p in self._prob_chunks(flat):
+            out = multinomial_fisher_chunk(x, p, out)
+        return symmetrize_upper(out)
+
+    def hvp(self, flat: np.ndarray, v: np.ndarray) -> np.ndarray:
+        vm = self._beta(v)
+        out = np.zeros((self.q, self.j))
+        for x, p in self._prob_chunks(flat):
+            out += multinomial_hvp_chunk(x, p, vm)
+        return out.ravel(order="F")
+
+
+class BinomialObjective:
+    """Bernoulli log-likelihood and its derivatives over row chunks (see MultinomialObjective)."""
+
+    def __init__(self, chunks: Callable[[], Iterator[Chunk]], n_terms: int, cache_probs=True):
+        self._chunks = chunks
+        self.q = self.n_params = int(n_terms)
+        self._cache_probs = cache_probs
+        self._point: np.ndarray | None = None
+        self._mu: list[np.ndarray] = []
+        self.n_obs = 0
+
+    def value_grad(self, beta: np.ndarray) -> tuple[float, np.ndarray]:
+        llf, grad, n, mus = 0.0, np.zeros(self.q), 0, []
+        for x, y, w in self._chunks():
+            ll, g, mu = binomial_loglike_grad_chunk(x, y, w, beta)
+            llf += ll
+            grad += g
+            n += x.shape[0]
+            if self._cache_probs:
+                mus.append(mu)
+        self.n_obs = n
+        if self._cache_probs:
+            self._point, self._mu = beta.copy(), mus
+        return llf, grad
+
+    def _mu_chunks(self, beta: np.ndarray):
+        if self._point is not None and np.array_equal(self._point, beta):
+            return ((x, mu, w) for (x, _, w), mu in zip(self._chunks(), self._mu))
+        return ((x, expit(_lin(x, beta)), w) for x, _, w in self._chunks())
+
+    def fisher(self, beta: np.ndarray) -> np.ndarray:
+        out = np.zeros((self.q, self.q), order="F")
+        for x, mu, w in self._mu_chunks(beta):
+            out = binomial_fisher_chunk(x, mu, w, out)
+        return symmetrize_upper(out)
+
+    def hvp(self, beta: np.ndarray, v: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.q)
+        for x, mu, w in self._mu_chunks(beta):
+            out += binomial_hvp_chunk(x, mu, w, v)
+        return out
+
+
+# ============================================================================ solvers
+@dataclass
+class _Trace:
+    n_iter: int = 0
+    n_fisher: int = 0
+    n_hvp: int = 0
+    n_eval: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def _cholesky(f: np.ndarray) -> tuple[np.ndarray, bool]:
+    try:
+        return cho_factor(f, lower=False, check_finite=False)
+    except LinAlgError as err:
+        raise FisherSingularError(
+            "The Fisher information is not positive definite: the design is rank deficient "
+            "(collinear or constant units) or the data are separated. Drop dependent units, or "
+            "use a remedy (glminterp.firth, glminterp.penalized)."
+        ) from err
+
+
+def _line_search(obj, beta, llf, grad, step, trace: _Trace, max_halvings: int = 40):
+    """Step halving until the log-likelihood rises by the Armijo fraction of the prediction."""
+    slope = float(grad @ step)
+    t = 1.0
+    for _ in range(max_halvings):
+        cand = beta + t * step
+        new_llf, new_grad = obj.value_grad(cand)
+        trace.n_eval += 1
+        if np.isfinite(new_llf) and new_llf >= llf + 1e-4 * t * slope:
+            return cand, new_llf, new_grad, t
+        t *= 0.5
+    return beta, llf, grad, 0.0
+
+
+def _pcg(hvp, b: np.ndarray, precond, rtol: float, max_iter: int, trace: _Trace) -> np.ndarray:
+    """Preconditioned conjugate gradients for ``H x = b`` (H symmetric positive definite)."""
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = precond(r)
+    d = z.copy()
+    rz = float(r @ z)
+    bnorm = float(np.linalg.norm(b))
+    for _ in range(max_iter):
+        hd = hvp(d)
+        trace.n_hvp += 1
+        dhd = float(d @ hd)
+        if dhd <= 0:
+            break
+        alpha = rz / dhd
+        x += alpha * d
+        r -= alpha * hd
+        if np.linalg.norm(r) <= rtol * bnorm:
+            break
+        z = precond(r)
+        rz_new = float(r @ z)
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+    return x
+
+
+def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None):
+    """Full Newton iterations until the exact step is below ``tol``; returns the optimum.
+
+    The returned covariance is the inverse information at the last point where it was built;
+    the returned parameters are that point plus the (tiny, <= tol) last Newton step, which
+    makes them accurate to ``O(tol^2)`` while the covariance is off by ``O(tol)`` only.
+    """
+    if llf is None:
+        llf, grad = obj.value_grad(beta)
+        trace.n_eval += 1
+    converged = False
+    fisher = cov = None
+    while trace.n_iter < max_iter:
+        fisher = obj.fisher(beta)
+        trace.n_fisher += 1
+        chol = _cholesky(fisher)
+        step = cho_solve(chol, grad, check_finite=False)
+        trace.n_iter += 1
+        small = float(np.max(np.abs(step))) <= tol
+        if small:
+            cov = inverse_from_cholesky(chol[0])
+            new_llf, new_grad = obj.value_grad(beta + step)
+            trace.n_eval += 1
+            if new_llf >= llf - 1e-9 * max(1.0, abs(llf)):
+                beta, llf, grad = beta + step, new_llf, new_grad
+            converged = True
+            break
+        beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
+        trace.history.append(llf)
+        if t == 0.0:
+            break
+    if cov is None:
+        chol = _cholesky(fisher if fisher is not None else obj.fisher(beta))
+        cov = inverse_from_cholesky(chol[0])
+    return beta, llf, grad, fisher, cov, converged
+
+
+def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory):
+    trace = _Trace()
+    if method == "auto":
+        method = "newton-cg" if obj.n_params > _AUTO_CG_MIN_PARAMS else "newton"
+    beta = np.array(start, dtype=np.float64)
+    if method == "newton":
+        out = _finish(obj, beta, tol, max_iter, trace)
+        return (*out, trace)
+    llf, grad = obj.value_grad(beta)
+    trace.n_eval += 1
+    precond = precond_factory(beta)
+    # one information matrix costs about n_params / 12 products (BLAS-3 vs BLAS-2, measured):
+    # past twice that, ill-conditioning makes CG the slower road, so finish with full Newton
+    hvp_budget = max(50, obj.n_params // 6)
+    gscale = max(1.0, float(np.max(np.abs(grad))))
+    while trace.n_iter < max_iter:
+        gmax = float(np.max(np.abs(grad)))
+        # forcing sequence: loose solves far away, tight (superlinear) near the optimum
+        rtol = min(0.5, np.sqrt(gmax / gscale), gmax / gscale * 1e2)
+        rtol = max(rtol, 1e-12)
+        step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, rtol, cg_max_iter, trace)
+        trace.n_iter += 1
+        if float(np.max(np.abs(step))) <= 0.1 * tol or trace.n_hvp > hvp_budget:
+            break
+        beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
+        trace.history.append(llf)
+        if t == 0.0:
+            break
+    out = _finish(obj, beta, tol, max_iter + 5, trace, llf, grad)
+    return (*out, trace)
+
+
+def _kron_precond(obj: MultinomialObjective, x_gram_inv: np.ndarray):
+    """Preconditioner ``S^-1 (x) (X'X)^-1`` with ``S`` the mean class covariance ``E[W_n]``."""
+
+    def factory(flat):
+        if obj._point is None:
+            obj.value_grad(flat)
+        probs = np.vstack(obj._probs)
+        s = np.diag(probs.mean(axis=0)) - probs.T @ probs / probs.shape[0]
+        s_inv = np.linalg.inv(s) / probs.shape[0]
+
+        def apply(r):
+            return (x_gram_inv @ r.reshape(obj.q, obj.j, order="F") @ s_inv).ravel(order="F")
+
+        return apply
+
+    return factory
+
+
+def _gram_inv(chunks) -> np.ndarray:
+    g = None
+    for x, _, w in chunks():
+        a = add_const(x) if w is None else add_const(x) * np.sqrt(w)[:, None]
+        g = a.T @ a if g is None else g + a.T @ a
+    vals, vecs = np.linalg.eigh(g)
+    vals = np.where(vals > vals.max() * 1e-12, vals, np.inf)
+    return (vecs / vals) @ vecs.T
+
+
+# ============================================================================ results
+@dataclass(frozen=True)
+class EngineResult:
+    """Maximum-likelihood fit from the fast engine.
+
+    Attributes
+    ----------
+    params : ndarray
+        ``(p + 1, K - 1)`` (multinomial, reference parametrization, intercept first) or
+        ``(p + 1,)`` (binomial).
+    cov : ndarray
+        Inverse Fisher information of ``params.ravel(order="F")``.
+    fisher : ndarray
+        The Fisher information (negative Hessian of the log-likelihood) where ``cov`` was built.
+    llf : float
+        Log-likelihood at ``params``.
+    grad_norm : float
+        Largest absolute score component at ``params``.
+    n_iter, n_fisher, n_hvp : int
+        Outer iterations, full information matrices built, Fisher-vector products used.
+    converged : bool
+    family : {"multinomial", "binomial"}
+    method : str
+    n_obs : int
+    classes : tuple
+        Sorted class labels (multinomial: first is the baseline; binomial: ``(0, 1)``).
+    terms : tuple of str
+        ``("const", <column names>)``.
+    seconds : float
+        Wall time of the fit.
+    weighted : bool
+        True if frequency weights were used (binomial).
+
+    Notes
+    -----
+    ``fisher`` and ``cov`` are evaluated at the last Newton iterate; ``params`` add the final
+    Newton step, whose largest component is below ``tol`` (so ``params`` are accurate to
+    ``O(tol^2)``, while ``cov`` is off by ``O(tol)`` relative, about 1e-9 in practice, well
+    inside the 1e-6 agreement with statsmodels' own fits). ``to_statsmodels(cov="statsmodels")``
+    recomputes the Hessian exactly at ``params``.
+    """
+
+    params: np.ndarray
+    cov: np.ndarray = field(repr=False)
+    fisher: np.ndarray = field(repr=False)
+    llf: float
+    grad_norm: float
+    n_iter: int
+    n_fisher: int
+    n_hvp: int
+    converged: bool
+    family: str
+    method: str
+    n_obs: int
+    classes: tuple
+    terms: tuple[str, ...]
+    seconds: float
+    weighted: bool = False
+
+    def __post_init__(self):
+        for a in (self.params, self.cov, self.fisher):
+            a.flags.writeable = False
+
+    @property
+    def bse(self) -> np.ndarray:
+        """Standard errors, same shape as ``params``."""
+        se = np.sqrt(np.diag(self.cov))
+        return se.reshape(self.params.shape, order="F")
+
+    @property
+    def params_frame(self) -> pd.DataFrame:
+        """``params`` as a DataFrame (index = terms, columns = non-baseline classes)."""
+        if self.params.ndim == 1:
+            return pd.DataFrame({"coef": self.params}, index=list(self.terms))
+        return pd.DataFrame(self.params, index=list(self.terms), columns=list(self.classes[1:]))
+
+    def to_statsmodels(
+        self,
+        x,
+        y,
+        *,
+        cov: str = "engine",
+        model: str = "default",
+        cov_type: str = "nonrobust",
+        cov_kwds: dict | None = None,
+    ):
+        """Hand the optimum to statsmodels and return its results object.
+
+        Calls ``MNLogit(y, [1, x]).fit(start_params=params, method="newton", maxiter=0)``
+        (``Logit`` or ``GLM(family=Binomial())`` for the binomial): statsmodels takes no Newton
+        step, evaluates the Hessian at the supplied point and inverts it, so
+        ``params``/``bse``/``summary()``/``wald_test()`` are statsmodels' own at this optimum
+        (verified in the tests against statsmodels' full fits, also for ``cov_type="HC0"``).
+
+        Parameters
+        ----------
+        x, y
+            The same design (no intercept column) and response used for the fit.
+        cov : {"engine", "statsmodels"}
+            ``"engine"`` hands statsmodels this engine's information matrix as the Hessian at
+            the optimum (fast; the model's ``hessian`` method is restored afterwards);
+            ``"statsmodels"`` lets statsmodels compute its own (slow for MNLogit: its
+            (K-1)^2-block loop), an independent check.
+        model : {"default", "logit", "glm"}
+            Binomial only: ``Logit`` (default) or ``GLM(family=Binomial())`` results.
+        cov_type, cov_kwds
+            Passed to statsmodels' ``fit`` (e.g. ``"HC0"``, ``"cluster"``): robust
+            covariances are then statsmodels' own, computed at this optimum.
+
+        Notes
+        -----
+        With ``maxiter=0`` statsmodels flags the fit as not converged; ``mle_retvals`` is
+        overwritten with this engine's ``converged`` flag and iteration count.
+        """
+        import statsmodels.api as sm
+        from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+        if cov not in ("engine", "statsmodels"):
+            raise ValueError(f"cov={cov!r}; use 'engine' or 'statsmodels'.")
+        if model not in ("default", "logit", "glm"):
+            raise ValueError(f"model={model!r}; use 'default', 'logit' or 'glm'.")
+        if self.weighted:
+            raise ValueError(
+                "a fit with frequency weights has no statsmodels MNLogit/Logit equivalent; use "
+                "sm.GLM(y, X, family=Binomial(), freq_weights=w) with start_params=params."
+            )
+        exog = _exog_with_const(x, self.terms)
+        endog = y if isinstance(y, pd.Series) else np.asarray(y)
+        if self.family == "multinomial":
+            sm_model = sm.MNLogit(endog, exog)
+        elif model == "glm":
+            sm_model = sm.GLM(endog, exog, family=sm.families.Binomial())
+        else:
+            sm_model = sm.Logit(endog, exog)
+        flat = self.params.ravel(order="F")
+        if cov == "engine":
+            fixed = -np.asarray(self.fisher)
+            original = sm_model.hessian
+
+            def hessian(params, *args, **kwargs):
+                if np.array_equal(np.ravel(params, order="F"), flat):
+                    return fixed.copy()
+                return original(params, *args, **kwargs)
+
+            sm_model.hessian = hessian  # instance attribute shadows the method during fit only
+        kw = {"cov_type": cov_type}
+        if cov_kwds is not None:
+            kw["cov_kwds"] = cov_kwds
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=RuntimeWarning)
+                warnings.simplefilter("ignore", category=ConvergenceWarning)
+                res = sm_model.fit(start_params=flat, method="newton", maxiter=0, disp=0, **kw)
+        finally:
+            if cov == "engine":
+                del sm_model.hessian
+        res.mle_retvals["converged"] = self.converged
+        res.mle_retvals["iterations"] = self.n_iter
+        res.mle_retvals["engine"] = "glminterp.engine"
+        res._results.converged = self.converged
+        return res
+
+
+def _exog_with_const(x, terms: tuple[str, ...]):
+    if isinstance(x, pd.DataFrame):
+        out = x.astype(np.float64).copy()
+        out.insert(0, "const", 1.0)
+        return out
+    return add_const(np.asarray(x, dtype=np.float64))
+
+
+def _as_design(x) -> tuple[np.ndarray, tuple[str, ...]]:
+    if isinstance(x, pd.DataFrame):
+        names = tuple(str(c) for c in x.columns)
+        arr = x.to_numpy(dtype=np.float64)
+    else:
+        arr = np.asarray(x, dtype=np.float64)
+        if arr.ndim != 2:
+            raise ValueError(f"x must be 2-D (n_obs, n_units); got shape {arr.shape}.")
+        names = tuple(f"x{i + 1}" for i in range(arr.shape[1]))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("x contains NaN or infinite values; drop or impute those rows first.")
+    return arr, ("const", *names)
+
+
+def _auto_chunk(chunk_size: int | None, width: int) -> int:
+    if chunk_size is None:
+        return max(64, _CHUNK_BYTES // (8 * max(1, width)))
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    return int(chunk_size)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not known; use one of {METHODS}.")
+
+
+def encode_classes(y) -> tuple[np.ndarray, tuple]:
+    """Integer codes of sorted class labels (first sorted label = baseline, as MNLogit)."""
+    yy = np.asarray(y)
+    if yy.ndim != 1:
+        raise ValueError(f"y must be 1-D; got shape {yy.shape}.")
+    classes, codes = np.unique(yy, return_inverse=True)
+    return codes.astype(np.int64), tuple(classes.tolist())
+
+
+def null_start_multinomial(codes: np.ndarray, n_classes: int, n_terms: int) -> np.ndarray:
+    """Intercept-only MLE as the start: ``log(n_k / n_0)`` intercepts, zero slopes."""
+    counts = np.bincount(codes, minlength=n_classes).astype(float) + 0.5
+    start = np.zeros((n_terms, n_classes - 1))
+    start[0] = np.log(counts[1:] / counts[0])
+    return start
+
+
+def fit_multinomial(
+    x,
+    y,
+    *,
+    start=None,
+    chunk_size: int | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    method: str = "auto",
+    cg_max_iter: int = 200,
+) -> EngineResult:
+    """Multinomial logit MLE (reference parametrization, first sorted class = baseline).
+
+    Parameters
+    ----------
+    x : array-like, shape (n_obs, p)
+        Regressors without an intercept column (one is added as the first term).
+    y : array-like, shape (n_obs,)
+        Class labels; ``K = len(unique(y))`` classes.
+    start : array-like, optional
+        Starting values, ``(p + 1, K - 1)`` or flattened in Fortran order; e.g. the network's
+        head ``Head.params("reference")``. Default: the intercept-only fit.
+    chunk_size : int, optional
+        Rows per chunk when accumulating sums (default: about 32 MB of stacked design).
+    tol : float
+        Converged when the exact Newton step's largest component is below ``tol`` (statsmodels
+        uses the same criterion and default).
+    max_iter : int
+    method : {"auto", "newton-cg", "newton"}
+        ``"newton-cg"``: Hessian-free iterations (preconditioned CG on Fisher-vector
+        products, Armijo line search) then one full information matrix, for the covariance
+        and a last exact step; it hands over to full Newton if CG needs more products than
+        about two information matrices would cost. ``"newton"``: full information matrix at
+        every iteration, step halving. ``"auto"``: ``"newton-cg"`` above 500 parameters.
+    cg_max_iter : int
+        Conjugate-gradient iterations per Newton-CG step.
+
+    Returns
+    -------
+    EngineResult
+
+    Raises
+    ------
+    FisherSingularError
+        If the information matrix is singular (collinear units or separation).
+    """
+    t0 = time.perf_counter()
+    _check_method(method)
+    arr, terms = _as_design(x)
+    codes, classes = encode_classes(y)
+    if len(codes) != arr.shape[0]:
+        raise ValueError(f"x has {arr.shape[0]} rows but y has {len(codes)}.")
+    k = len(classes)
+    if k < 2:
+        raise ValueError("y has fewer than two classes; nothing to fit.")
+    q = arr.shape[1] + 1
+    cs = _auto_chunk(chunk_size, q * (k - 1))
+    chunks = array_chunks(arr, codes, None, cs)
+    obj = MultinomialObjective(chunks, q, k)
+    if start is None:
+        start_m = null_start_multinomial(codes, k, q)
+    else:
+        start_m = np.asarray(start, dtype=np.float64)
+        if start_m.size != q * (k - 1):
+            raise ValueError(f"start has {start_m.size} values; expected (p+1)*(K-1) = {q * (k - 1)}.")
+        start_m = start_m.reshape(q, k - 1, order="F")
+    factory = _kron_precond(obj, _gram_inv(chunks))
+    beta, llf, grad, fisher, cov, conv, trace = _solve(
+        obj, start_m.ravel(order="F"), method, tol, max_iter, cg_max_iter, factory
+    )
+    return _result(beta.reshape(q, k - 1, order="F"), cov, fisher, llf, grad, conv, trace,
+                   "multinomial", method, arr.shape[0], classes, terms, t0)
+
+
+def fit_binomial(
+    x,
+    y,
+    *,
+    weights=None,
+    start=None,
+    chunk_size: int | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    method: str = "auto",
+    cg_max_iter: int = 200,
+) -> EngineResult:
+    """Logistic regression MLE (Newton/IRLS, or Newton-CG for many units).
+
+    Parameters
+    ----------
+    x : array-like, shape (n_obs, p)
+        Regressors without an intercept column.
+    y : array-like of {0, 1}
+    weights : array-like, optional
+        Non-negative frequency weights (as ``GLM(freq_weights=...)``).
+    start, chunk_size, tol, max_iter, method, cg_max_iter
+        As in :func:`fit_multinomial`.
+    """
+    t0 = time.perf_counter()
+    _check_method(method)
+    arr, terms = _as_design(x)
+    yy = np.asarray(y, dtype=np.float64).ravel()
+    if yy.shape[0] != arr.shape[0]:
+        raise ValueError(f"x has {arr.shape[0]} rows but y has {yy.shape[0]}.")
+    if not np.all((yy == 0) | (yy == 1)):
+        raise ValueError("y must contain only 0 and 1 for a binomial fit.")
+    w = None
+    if weights is not None:
+        w = np.asarray(weights, dtype=np.float64).ravel()
+        if w.shape != yy.shape or np.any(w < 0) or not np.all(np.isfinite(w)):
+            raise ValueError("weights must be finite, non-negative and one per row of x.")
+    q = arr.shape[1] + 1
+    cs = _auto_chunk(chunk_size, q)
+    chunks = array_chunks(arr, yy, w, cs)
+    obj = BinomialObjective(chunks, q)
+    if start is None:
+        wt = np.ones_like(yy) if w is None else w
+        ybar = (np.sum(wt * yy) + 0.5) / (np.sum(wt) + 1.0)
+        start_v = np.zeros(q)
+        start_v[0] = np.log(ybar / (1 - ybar))
+    else:
+        start_v = np.asarray(start, dtype=np.float64).ravel()
+        if start_v.size != q:
+            raise ValueError(f"start has {start_v.size} values; expected p + 1 = {q}.")
+    gram_inv = _gram_inv(chunks)
+
+    def factory(beta):
+        return lambda r: gram_inv @ r * 4.0  # mu(1-mu) <= 1/4
+
+    beta, llf, grad, fisher, cov, conv, trace = _solve(
+        obj, start_v, method, tol, max_iter, cg_max_iter, factory
+    )
+    n_obs = arr.shape[0] if w is None else float(np.sum(w))
+    res = _result(beta, cov, fisher, llf, grad, conv, trace, "binomial", method, n_obs,
+                  (0, 1), terms, t0)
+    return res if w is None else dataclasses.replace(res, weighted=True)
+
+
+def _result(beta, cov, fisher, llf, grad, conv, trace, family, method, n_obs, classes, terms, t0):
+    if not conv:
+        warnings.warn(
+            f"The {family} fit did not converge in {trace.n_iter} iterations (largest score "
+            f"component {np.max(np.abs(grad)):.3g}); with diverging coefficients this signals "
+            "separation.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return EngineResult(
+        params=beta,
+        cov=cov,
+        fisher=fisher,
+        llf=float(llf),
+        grad_norm=float(np.max(np.abs(grad))),
+        n_iter=trace.n_iter,
+        n_fisher=trace.n_fisher,
+        n_hvp=trace.n_hvp,
+        converged=bool(conv),
+        family=family,
+        method=method,
+        n_obs=n_obs,
+        classes=classes,
+        terms=terms,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,107 @@
+"""Out-of-core (Parquet shards) and Dask refits equal the in-memory engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from _glm_sim import relu_features
+from threadpoolctl import threadpool_limits
+
+from glminterp import engine as E
+from glminterp.scale import (
+    dask_arrays_from_parquet,
+    dask_fit_multinomial,
+    fit_binomial_parquet,
+    fit_multinomial_parquet,
+    shard_files,
+    write_parquet_shards,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def frame():
+    x, y = relu_features(1000, 8, 4, seed=9)
+    df = pd.DataFrame(x, columns=[f"u{i}" for i in range(8)])
+    df["label"] = y
+    return df
+
+
+@pytest.fixture(scope="module")
+def shards(frame, tmp_path_factory):
+    return write_parquet_shards(frame, tmp_path_factory.mktemp("acts") / "shards", 230)
+
+
+@pytest.fixture(scope="module")
+def in_memory(frame):
+    """In-memory fits by method (paths are compared iterate for iterate, same method)."""
+    x, y = frame.drop(columns="label"), frame["label"]
+    return {m: E.fit_multinomial(x, y, method=m) for m in ("newton", "newton-cg")}
+
+
+def _close(a, b, tol=1e-10):
+    np.testing.assert_allclose(a.params, b.params, rtol=tol, atol=tol)
+    np.testing.assert_allclose(a.cov, b.cov, rtol=tol, atol=tol * 1e-3)
+    assert a.llf == pytest.approx(b.llf, rel=1e-12)
+
+
+def test_shards_written_in_order(frame, shards):
+    assert [p.name for p in shards] == [f"part-{i:05d}.parquet" for i in range(5)]
+    back = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+    pd.testing.assert_frame_equal(back, frame)
+    assert shard_files(shards[0].parent) == shards
+
+
+@pytest.mark.parametrize("method", ["newton", "newton-cg"])
+def test_parquet_multinomial_equals_in_memory(shards, in_memory, method):
+    res = fit_multinomial_parquet(shards[0].parent, batch_size=97, method=method)
+    assert res.converged and res.n_obs == 1000
+    assert res.terms == in_memory[method].terms
+    _close(res, in_memory[method])
+
+
+def test_parquet_binomial_equals_in_memory(frame, shards):
+    yb = (frame["label"] == 3).astype(float)
+    ref = E.fit_binomial(frame.drop(columns="label"), yb)
+    res = fit_binomial_parquet(shards, positive=3, batch_size=128)
+    _close(res, ref)
+
+
+def test_activations_round_trip(mlp_digits_acts, tmp_path):
+    acts = mlp_digits_acts.subset(split="refit")
+    files = write_parquet_shards(acts, tmp_path / "s", 100)
+    back = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    feats = acts.head_features()
+    np.testing.assert_array_equal(back[list(feats.columns)].to_numpy(), feats.to_numpy())
+    np.testing.assert_array_equal(back["label"].to_numpy(), acts.obs["label"].to_numpy())
+    assert len(files) == -(-len(acts) // 100)
+
+
+def test_dask_local_cluster_equals_in_memory(shards, in_memory, frame):
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        x, y, feats = dask_arrays_from_parquet(shards[0].parent)
+        res = dask_fit_multinomial(x, y, client=client, feature_names=feats)
+        _close(res, in_memory["newton"])
+        yb = (frame["label"].to_numpy() == 1).astype(float)
+        ref = E.fit_binomial(frame.drop(columns="label"), yb)
+        bres = dask_fit_multinomial(frame.drop(columns="label").to_numpy(), yb,
+                                    family="binomial", client=client)
+        _close(bres, ref)
+
+
+def test_errors(shards, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        shard_files(tmp_path)
+    with pytest.raises(KeyError, match="label"):
+        fit_multinomial_parquet(shards, label="nope")
+    with pytest.raises(ValueError, match="rows_per_shard"):
+        write_parquet_shards(pd.DataFrame({"a": [1]}), tmp_path / "x", 0)
