@@ -1,35 +1,16 @@
-"""Study `mnist_mlp`: ``784 -> H (sigmoid) -> 10`` MLP on MNIST 5k: refit and receptive fields of top units.
+"""Study ``mnist_mlp``: ``784 -> H (sigmoid) -> 10`` MLP on MNIST 5k: refit of its head and receptive fields of top units.
 
-Run from the repository root::
+Run from the repository root (the same as ``glminterp run mnist_mlp``)::
 
     python analyses/mnist_mlp.py [--out reports] [--seed 0] [--epochs N] [--size N]
 
-Writes everything under ``<out>/mnist_mlp/`` (report.html, coefficients.csv, fit.json, ...).
+Writes everything under ``<out>/mnist_mlp/`` (report.html, coefficients.csv, fit.json, ...);
+``--help`` lists every option.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-from glminterp.studies import default_config, mnist_mlp
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="reports", help="parent folder of the report")
-    p.add_argument("--seed", type=int, default=0, help="seed of split, initialisation, shuffling")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
-    p.add_argument("--size", type=int, default=None, help="rows drawn before splitting (default: the study's)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    args = p.parse_args(argv)
-    config = default_config("mnist_mlp")
-    changes = {k: v for k, v in (("epochs", args.epochs), ("size", args.size)) if v is not None}
-    res = mnist_mlp(args.out, config=config.replace(**changes), seed=args.seed,
-             progress=not args.quiet, command_line=[sys.argv[0], *(argv or sys.argv[1:])])
-    print("\n".join(res.summary_lines()))
-    return 0
-
+from glminterp.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["run", "mnist_mlp", *sys.argv[1:]]))
