@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from glminterp._io import atomic_write, replace_dir
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import POOLS, ActivationRecorder, pool_output, resolve_layers
+from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
 
 _META_KEY = b"glminterp"
 _OBS_PREFIX = "obs."
@@ -265,11 +265,6 @@ def _batches(
     )
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
 
 def _apply_link(logits: torch.Tensor, link: str | None) -> torch.Tensor:
     if link == "softmax":
@@ -355,7 +350,7 @@ def extract_activations(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     batches, n_total, info = _batches(data, batch_size)
-    device = _model_device(model)
+    device = model_device(model)
     classes = classes if classes is not None else info.get("classes")
 
     first = next(batches, None)

@@ -58,7 +58,7 @@ from glminterp.activations import unit_names
 from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import ActivationRecorder, resolve_layers
+from glminterp.hooks import ActivationRecorder, model_device, resolve_layers
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
@@ -265,11 +265,6 @@ def _as_tensor(inputs: Any) -> tuple[torch.Tensor, tuple[str, ...] | None]:
     raise TypeError(f"inputs must be a Tensor or LabeledImages; got {type(inputs).__name__}.")
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
 
 def _select_classes(classes: Any, available: tuple[str, ...], all_labels: tuple[str, ...]) -> list[int]:
     """Positions in ``available`` of the requested classes (labels or output indices)."""
@@ -313,7 +308,7 @@ def _record_maps(
     model: nn.Module, x: torch.Tensor, layer: str, batch_size: int
 ) -> torch.Tensor:
     """Feature maps of ``layer`` (float64, CPU) under inference mode, in batches."""
-    device = _device(model)
+    device = model_device(model)
     with ActivationRecorder(
         model, [layer], lambda n, o: o.to("cpu", torch.float64, copy=True)
     ) as rec, torch.inference_mode():
@@ -369,7 +364,7 @@ def _gradient_maps(
         with torch.inference_mode(False), torch.enable_grad():
             # a leaf that requires grad keeps the layer in the graph even if no parameter
             # precedes it (autograd.grad only computes what the layer's gradient needs)
-            xb = x.clone().to(_device(model)).requires_grad_(True)
+            xb = x.clone().to(model_device(model)).requires_grad_(True)
             out = model(xb)
             scores = _contrast(store.get("s", out), parametrization, link)
             acts = store["a"]
@@ -757,7 +752,7 @@ def class_activation_maps(
     relu = (method != "cam") if relu is None else bool(relu)
     if head is None:
         try:
-            head = detect_head(model, x[:2].to(_device(model)))
+            head = detect_head(model, x[:2].to(model_device(model)))
         except HeadError:
             if method == "cam":
                 raise
@@ -788,7 +783,7 @@ def class_activation_maps(
         link = head.link if head is not None else "identity"
         score_module = head.name if head is not None else None
         with torch.inference_mode():
-            n_out = model(x[:1].to(_device(model))).shape[1]
+            n_out = model(x[:1].to(model_device(model))).shape[1]
         labels = tuple(head.classes) if head is not None and len(head.classes) == n_out else tuple(
             str(i) for i in range(n_out)
         )

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from glminterp.hooks import layer_name_error, model_device
+
 Link = Literal["softmax", "sigmoid", "identity"]
 LINKS: tuple[str, ...] = ("softmax", "sigmoid", "identity")
 PARAMETRIZATIONS: tuple[str, ...] = ("reference", "sum_to_zero", "network")
@@ -236,11 +238,6 @@ def _trace(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module
     return records
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
 
 def detect_head(
     model: nn.Module,
@@ -278,13 +275,11 @@ def detect_head(
     """
     if link is not None and link not in LINKS:
         raise ValueError(f"link={link!r} is not known; use one of {LINKS} or None for auto.")
-    example = example[:2].to(_model_device(model))
+    example = example[:2].to(model_device(model))
     records = _trace(model, example)
     modules = dict(model.named_modules())
     if head is not None:
         if head not in modules:
-            from glminterp.hooks import layer_name_error
-
             raise layer_name_error(head, model, argument="head")
         if not isinstance(modules[head], nn.Linear):
             raise HeadError(

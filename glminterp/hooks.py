@@ -17,6 +17,13 @@ from torch import nn
 POOLS: tuple[str, ...] = ("avg", "max")
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for parameter-free models)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 def layer_name_error(name: str, model: nn.Module, *, argument: str = "layers") -> KeyError:
     """A ``KeyError`` naming the wrong layer and listing valid names, closest matches first."""
     valid = [n for n, _ in model.named_modules() if n]

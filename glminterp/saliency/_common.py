@@ -22,12 +22,6 @@ CORRECTIONS: tuple[str, ...] = ("holm", "bh", "none")
 COEF_COLUMNS: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh")
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for parameter-free models)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
 
 def as_images(inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Accept a ``(N, C, H, W)`` tensor/array or a :class:`LabeledImages`; return images, labels."""

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from glminterp.saliency._common import as_images, capture_layer, eval_mode, model_device
+from glminterp.hooks import model_device
+from glminterp.saliency._common import as_images, capture_layer, eval_mode
 
 RULES: tuple[str, ...] = ("deconvnet", "guided", "backprop")
 SIGNALS: tuple[str, ...] = ("activation", "ones")

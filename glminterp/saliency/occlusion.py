@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from glminterp.hooks import model_device
 from glminterp.saliency._common import (
     apply_link,
     as_images,
     eval_mode,
     forward_with_layer,
     get_module,
-    model_device,
     resolve_link,
 )
 

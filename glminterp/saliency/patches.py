@@ -19,13 +19,13 @@ import pandas as pd
 import torch
 from torch import nn
 
+from glminterp.hooks import model_device
 from glminterp.saliency._common import (
     as_images,
     capture_layer,
     class_coefficients,
     eval_mode,
     get_module,
-    model_device,
 )
 from glminterp.saliency.deconvnet import deconvnet
 

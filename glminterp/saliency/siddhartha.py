@@ -35,13 +35,8 @@ from scipy import stats
 from torch import nn
 
 from glminterp.head import detect_head
-from glminterp.saliency._common import (
-    as_images,
-    capture_layer,
-    eval_mode,
-    model_device,
-    significant_units,
-)
+from glminterp.hooks import model_device
+from glminterp.saliency._common import as_images, capture_layer, eval_mode, significant_units
 from glminterp.saliency.occlusion import class_probabilities
 
 
