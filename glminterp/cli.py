@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="rows drawn (stratified) from the data before splitting (default: the study's)")
     r.add_argument("--idx-path", default=None,
                    help="folder with MNIST IDX files (train-images-idx3-ubyte[.gz], ...); needed by mnist_idx")
+    r.add_argument("--remedy", default=None, choices=("firth", "ridge", "pca"),
+                   help="separation remedy of the refit (default: maximum likelihood; "
+                   "mnist_zero_one falls back to firth when the refit rows are separated)")
+    r.add_argument("--engine", default=None, choices=("auto", "statsmodels", "fast"),
+                   help="maximum-likelihood solver of the refit (default auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
     e = sub.add_parser(
@@ -88,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--parametrization", default="reference", choices=("reference", "sum_to_zero"))
     f.add_argument("--split", default="refit", help="rows to refit on (default refit)")
     f.add_argument("--alpha", type=float, default=0.05)
+    f.add_argument("--engine", default="auto", choices=("auto", "statsmodels", "fast"),
+                   help="maximum-likelihood solver: statsmodels, the fast exact engine handed "
+                   "to statsmodels at the optimum, or auto (fast above 200 parameters)")
+    f.add_argument("--remedy", default=None, choices=("firth", "ridge", "pca"),
+                   help="fit that exists under separation (firth: binomial / 2-class heads; "
+                   "ridge: penalized inference; pca: principal components of the units)")
     f.add_argument("--quiet", action="store_true")
 
     g = sub.add_parser(
@@ -111,7 +122,9 @@ def _print_top(coefficients, n: int = 3) -> None:
 def _cmd_run(args, argv: Sequence[str]) -> int:
     from glminterp.studies import run_study
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("size", args.size)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("size", args.size),
+                                   ("remedy", args.remedy), ("engine", args.engine))
+                 if v is not None}
     t0 = time.perf_counter()
     res = run_study(args.study, args.out, seed=args.seed, progress=not args.quiet,
                     idx_path=args.idx_path, command_line=["glminterp", *argv], **overrides)
@@ -156,7 +169,7 @@ def _cmd_refit(args) -> int:
     t0 = time.perf_counter()
     res = refit_output_layer(acts, split=args.split, family=args.family,
                              parametrization=args.parametrization, alpha=args.alpha,
-                             progress=not args.quiet)
+                             engine=args.engine, remedy=args.remedy, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     fit = rp.refit_fit_record(res)
     out = Path(args.out)
@@ -166,6 +179,8 @@ def _cmd_refit(args) -> int:
     rb.text("model", repr(acts.head))
     rp.add_refit_sections(rb, res.coefficients, fit)
     rb.add_csv(rp.COEF_NAME, res.coefficients)
+    if res.remedy is not None:
+        print(f"Remedy {res.remedy!r}: {res.inference}")
     rb.add_json(rp.FIT_NAME, fit)
     path = rb.write(out, provenance=rp.provenance(timings={"refit": elapsed},
                                                   extra={"activations": str(args.activations)}))

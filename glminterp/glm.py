@@ -23,9 +23,13 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
+from scipy.special import expit, log_expit
 from tqdm.auto import tqdm
 
 from glminterp import diagnostics as dg
+from glminterp import engine as eng
+from glminterp import firth
+from glminterp import penalized as pen
 from glminterp import separation as sep
 from glminterp.activations import Activations
 from glminterp.head import Head, to_reference, to_sum_to_zero
@@ -33,6 +37,11 @@ from glminterp.parametrize import fold_dropped_units, sum_to_zero_cov
 
 FAMILIES: tuple[str, ...] = ("auto", "multinomial", "ovr", "binomial", "gaussian")
 COV_TYPES: tuple[str, ...] = ("nonrobust", "HC0", "cluster")
+REMEDIES: tuple[str | None, ...] = (None, "firth", "ridge", "pca")
+ENGINES: tuple[str, ...] = ("auto", "statsmodels", "fast")
+#: ``engine="auto"`` uses the fast engine above this many parameters (statsmodels' MNLogit
+#: Hessian loop dominates there; below it statsmodels is fast enough and is the reference).
+AUTO_ENGINE_MIN_PARAMS = 200
 _AUTO_FAMILY = {"softmax": "multinomial", "sigmoid": "binomial", "identity": "gaussian"}
 _TOL = 1e-12
 
@@ -47,13 +56,13 @@ class FitError(RuntimeError):
 
 # ----------------------------------------------------------------------------- validation
 def _check_options(
-    family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap
+    family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap,
+    engine="statsmodels",
 ) -> None:
-    if remedy is not None:
-        raise ValueError(
-            f"remedy={remedy!r} is not available: separation remedies (e.g. Firth's penalized "
-            "likelihood) are not implemented yet; use remedy=None."
-        )
+    if remedy not in REMEDIES:
+        raise ValueError(f"remedy={remedy!r} is not known; use one of {REMEDIES}.")
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r} is not known; use one of {ENGINES}.")
     if family not in FAMILIES:
         raise ValueError(f"family={family!r} is not known; use one of {FAMILIES}.")
     if parametrization not in ("reference", "sum_to_zero"):
@@ -76,6 +85,18 @@ def _check_options(
         raise ValueError(f"on_separation={on_separation!r}; use 'raise' or 'warn'.")
     if int(bootstrap) < 0:
         raise ValueError(f"bootstrap must be a non-negative number of replicates, got {bootstrap}.")
+    if remedy is not None and cov_type != "nonrobust":
+        raise ValueError(
+            f"cov_type={cov_type!r} cannot be combined with remedy={remedy!r}: the remedy fixes "
+            "its own covariance (Firth: inverse Fisher information at the penalized estimate; "
+            "ridge: its sandwich; pca: inverse Fisher information of the component fit). "
+            "Use cov_type='nonrobust'."
+        )
+    if remedy is not None and int(bootstrap):
+        raise ValueError(
+            f"bootstrap={bootstrap} cannot be combined with remedy={remedy!r}: the bootstrap "
+            "refits the maximum-likelihood estimate only. Use bootstrap=0."
+        )
 
 
 def _resolve_family(family: str, head: Head) -> str:
@@ -273,6 +294,8 @@ def refit_output_layer(
     train_ids: Sequence[str] | None = None,
     on_separation: str = "raise",
     remedy: str | None = None,
+    remedy_kwds: dict | None = None,
+    engine: str = "auto",
     response=None,
     maxiter: int = 100,
 ) -> RefitResult:
@@ -318,8 +341,34 @@ def refit_output_layer(
     on_separation : {"raise", "warn"}
         Separated data raise :class:`~glminterp.separation.SeparationError` (default) or, with
         ``"warn"``, are fitted anyway with a loud warning (the estimates are then meaningless).
-    remedy : None
-        Reserved for separation remedies; anything but None raises ValueError.
+    remedy : {None, "firth", "ridge", "pca"}
+        A fit that exists under separation, used instead of the maximum-likelihood estimate
+        (whether or not the data are separated; the separation check is recorded either way).
+        ``"firth"``: Firth's bias-reduced logistic regression (:func:`glminterp.firth.fit_firth`)
+        for binomial / one-vs-rest heads and for a 2-class softmax head (its multinomial model
+        is the binomial logit of class 1 against class 0); ``.coefficients`` then holds the
+        penalized-likelihood-ratio p-values (column ``p``, with Holm/BH on them) and profile
+        penalized-likelihood intervals. A multinomial refit with more than 2 classes has no
+        Firth fit here: use ``family="ovr"`` or ``remedy="ridge"``. ``"ridge"``: L2-penalized
+        logit with a sandwich covariance (:func:`glminterp.penalized.fit_ridge`), *penalized
+        inference*. ``"pca"``: the GLM on the leading principal components of the units
+        (:func:`glminterp.penalized.fit_pca`), mapped back to unit coefficients; loadings in
+        :attr:`RefitResult.pca_loadings`. Not for the gaussian family.
+    remedy_kwds : dict, optional
+        ``"firth"``: ``pl`` (bool, default True: PLR tests and profile CIs; False: Wald),
+        ``tol``, ``max_iter``. ``"ridge"``: ``lam`` (default 1.0, on the summed log-likelihood
+        scale), ``tol``, ``max_iter``. ``"pca"``: ``n_components`` (default: the fewest
+        components explaining ``min_variance`` = 0.9 of the units' variance), ``scale``
+        (standardise units first, default False).
+    engine : {"auto", "statsmodels", "fast"}
+        Maximum-likelihood solver (remedy None). ``"statsmodels"``: statsmodels' own Newton
+        (MNLogit) / IRLS (GLM). ``"fast"``: :mod:`glminterp.engine` (stacked Fisher information,
+        Newton-CG above 500 parameters), warm-started at the network's head when that beats the
+        intercept-only start, then handed to statsmodels at the optimum
+        (``EngineResult.to_statsmodels``), so the results objects, covariances (also HC0 and
+        cluster) and tests are statsmodels' own. ``"auto"``: fast above
+        ``AUTO_ENGINE_MIN_PARAMS`` (200) parameters. The gaussian family always uses
+        statsmodels. Which engine ran is in ``diagnostics["engine"]`` and ``fit_stats``.
     response : str, sequence of str, array or DataFrame, optional
         Gaussian family only: the response(s), one per output. Default: the label (one
         output) or its one-hot coding (several outputs).
@@ -335,7 +384,8 @@ def refit_output_layer(
     SeparationError, CollinearityError, FitError, ValueError
     """
     _check_options(
-        family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap
+        family, parametrization, cov_type, alpha, on_collinear, on_separation, remedy, bootstrap,
+        engine,
     )
     if not isinstance(acts, Activations):
         raise TypeError(f"acts must be an Activations object, got {type(acts).__name__}.")
@@ -422,7 +472,15 @@ def refit_output_layer(
                     x, y[:, j], terms=terms, label=f"binomial: {c}", classes=(f"not {c}", c)
                 )
             )
-    if any(c.separated for c in checks):
+    separated = any(c.separated for c in checks)
+    if remedy is not None:
+        _check_remedy(remedy, fam, head)
+        if separated:
+            notes.append(
+                f"separated data: remedy={remedy!r} used instead of the maximum-likelihood "
+                "estimate, which does not exist here"
+            )
+    elif separated:
         if on_separation == "raise":
             sep.raise_if_separated(checks, p)
         warn(
@@ -431,46 +489,34 @@ def refit_output_layer(
             + ". The MLE does not exist; estimates and standard errors are meaningless."
         )
 
-    # -- fit
-    if fam == "multinomial":
-        res = _fit_multinomial(y, pd.DataFrame(x, columns=terms), cov_type, cov_kwds_n, maxiter)
-        _check_fit(res, "multinomial", on_separation)
-        beta = np.asarray(res.params, dtype=np.float64)
-        cov = np.asarray(res.cov_params(), dtype=np.float64)
-        results: object = res
-    else:
-        out_classes = _output_classes(head)
-        fits, betas = {}, []
-        it = tqdm(out_classes, desc=f"refit {fam}", disable=not progress or len(out_classes) < 2)
-        for j, c in enumerate(it):
-            r = _fit_glm(y[:, j], pd.DataFrame(x, columns=terms), fam, cov_type, cov_kwds_n, maxiter)
-            _check_fit(r, f"{fam} ({c})", on_separation)
-            fits[c] = r
-            betas.append(np.asarray(r.params, dtype=np.float64))
-            gc.collect()  # statsmodels' IRLS keeps per-iteration copies of X in cycles
-        beta = np.column_stack(betas)
-        q = len(terms)
-        if cov_type == "nonrobust":
-            cov = np.zeros((q * len(out_classes),) * 2)
-            for j, r in enumerate(fits.values()):
-                cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = np.asarray(r.cov_params())
-            if len(out_classes) > 1:
-                notes.append(
-                    "cov_type='nonrobust' with per-output fits: cross-output covariance blocks "
-                    "are zero (outputs treated as independent); use cov_type='HC0' for the "
-                    "stacked sandwich that accounts for their dependence."
-                )
-        else:
-            cov = _cross_cov(list(fits.values()), x, y, cov_type, cov_kwds_n)
-        results = fits
-
-    # -- the network's head on the same terms
+    # -- the network's head on the same terms (also the fast engine's warm start)
     net_full, net_note = _network_matrix(head, fam)
     if net_note:
         notes.append(net_note)
     net_folded, _ = fold_dropped_units(net_full, all_units, constant, dependencies)
     if constant or dependencies:
         notes.append("network weights of dropped units were folded into the kept terms")
+
+    # -- fit
+    n_out = 1 if fam == "multinomial" else y.shape[1]
+    n_params = len(terms) * ((head.n_outputs - 1) if fam == "multinomial" else n_out)
+    extra: dict = {}
+    if remedy is not None:
+        used_engine = f"remedy:{remedy}"
+        beta, cov, results, extra = _fit_remedy(
+            remedy, dict(remedy_kwds or {}), fam, head, features, x, y, alpha, progress
+        )
+        if extra.get("note"):
+            notes.append(extra["note"])
+    else:
+        if remedy_kwds:
+            raise ValueError("remedy_kwds is only used with a remedy; pass remedy=... or drop it.")
+        used_engine = _choose_engine(engine, fam, n_params)
+        beta, cov, results, start_used = _fit_mle(
+            used_engine, fam, head, features, x, y, terms, cov_type, cov_kwds_n, maxiter,
+            on_separation, progress, net_folded, notes,
+        )
+        extra["start"] = start_used
 
     boot = None
     if bootstrap:
@@ -483,6 +529,8 @@ def refit_output_layer(
                 "not converged or a class missing) and were left out; percentile intervals use "
                 f"{bootstrap - boot['failed']} replicates."
             )
+    if remedy is not None:
+        warn(f"PENALIZED / REDUCED INFERENCE (remedy={remedy!r}): {extra['inference']}.")
 
     diagnostics = {
         "n_obs": int(n),
@@ -494,7 +542,11 @@ def refit_output_layer(
         "events_per_parameter": float(epp),
         "train_overlap": len(overlap),
         "train_overlap_ids": overlap[:20],
+        "separated": bool(separated),
         "separation": [c.to_dict() for c in checks],
+        "engine": used_engine,
+        "start": extra.get("start"),
+        "remedy": remedy,
         "notes": notes,
         "split": split if split is None or isinstance(split, str) else list(split),
     }
@@ -515,7 +567,269 @@ def refit_output_layer(
         diagnostics=diagnostics,
         warnings_=tuple(warned),
         bootstrap=boot,
+        checks=tuple(checks),
+        remedy=remedy,
+        remedy_extra=extra,
     )
+
+
+# ------------------------------------------------------------------------ engines and fits
+def _choose_engine(engine: str, fam: str, n_params: int) -> str:
+    if fam == "gaussian":
+        return "statsmodels"  # the fast engine has logit likelihoods only
+    if engine == "auto":
+        return "fast" if n_params > AUTO_ENGINE_MIN_PARAMS else "statsmodels"
+    return engine
+
+
+def _loglik_multinomial(x: np.ndarray, y: np.ndarray, beta: np.ndarray) -> float:
+    """Multinomial log-likelihood, reference parametrization ``(q, K - 1)``, stable."""
+    eta = np.column_stack([np.zeros(x.shape[0]), x @ beta])
+    m = eta.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(eta - m).sum(axis=1))
+    return float(np.sum(eta[np.arange(len(y)), y] - lse))
+
+
+def _loglik_binomial(x: np.ndarray, y: np.ndarray, b: np.ndarray) -> float:
+    eta = x @ b
+    return float(np.sum(y * log_expit(eta) + (1.0 - y) * log_expit(-eta)))
+
+
+def _null_loglik_multinomial(y: np.ndarray, k: int) -> float:
+    n = np.bincount(y, minlength=k).astype(float)
+    n = n[n > 0]
+    return float(np.sum(n * np.log(n / n.sum())))
+
+
+def _null_loglik_binomial(y: np.ndarray) -> float:
+    m = float(np.mean(y))
+    if m in (0.0, 1.0):
+        return 0.0
+    return float(len(y) * (m * np.log(m) + (1 - m) * np.log(1 - m)))
+
+
+def _warm_start(fam, x, y_col, start, null_ll) -> tuple[np.ndarray | None, str]:
+    """The network's head as a start if finite and better than the intercept-only fit."""
+    if start is None or not np.isfinite(start).all():
+        return None, "null"
+    ll = _loglik_multinomial(x, y_col, start) if fam == "multinomial" else _loglik_binomial(
+        x, y_col, start
+    )
+    return (start, "network") if np.isfinite(ll) and ll > null_ll else (None, "null")
+
+
+def _fit_mle(
+    engine, fam, head, features, x, y, terms, cov_type, cov_kwds_n, maxiter, on_separation,
+    progress, net_folded, notes,
+):
+    """Maximum-likelihood fit(s) as statsmodels results: (beta, cov, results, start)."""
+    kw_sm = {"cov_type": cov_type, "cov_kwds": cov_kwds_n}
+    if fam == "multinomial":
+        if engine == "fast":
+            start, start_used = _warm_start(
+                fam, x, y, to_reference(net_folded), _null_loglik_multinomial(y, head.n_outputs)
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                er = eng.fit_multinomial(features, y, start=start, max_iter=maxiter)
+            res = er.to_statsmodels(features, y, **kw_sm)
+        else:
+            start_used = "null"
+            res = _fit_multinomial(y, pd.DataFrame(x, columns=terms), cov_type, cov_kwds_n, maxiter)
+        _check_fit(res, "multinomial", on_separation)
+        beta = np.asarray(res.params, dtype=np.float64)
+        cov = np.asarray(res.cov_params(), dtype=np.float64)
+        return beta, cov, res, start_used
+    out_classes = _output_classes(head)
+    fits, betas, starts = {}, [], []
+    it = tqdm(out_classes, desc=f"refit {fam}", disable=not progress or len(out_classes) < 2)
+    for j, c in enumerate(it):
+        if engine == "fast":
+            start, used = _warm_start(
+                fam, x, y[:, j], net_folded[:, j], _null_loglik_binomial(y[:, j])
+            )
+            starts.append(used)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                er = eng.fit_binomial(features, y[:, j], start=start, max_iter=maxiter)
+            r = er.to_statsmodels(features, y[:, j], model="glm", **kw_sm)
+        else:
+            r = _fit_glm(y[:, j], pd.DataFrame(x, columns=terms), fam, cov_type, cov_kwds_n, maxiter)
+        _check_fit(r, f"{fam} ({c})", on_separation)
+        fits[c] = r
+        betas.append(np.asarray(r.params, dtype=np.float64))
+        gc.collect()  # statsmodels' IRLS keeps per-iteration copies of X in cycles
+    beta = np.column_stack(betas)
+    q = len(terms)
+    if cov_type == "nonrobust":
+        cov = np.zeros((q * len(out_classes),) * 2)
+        for j, r in enumerate(fits.values()):
+            cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = np.asarray(r.cov_params())
+        if len(out_classes) > 1:
+            notes.append(
+                "cov_type='nonrobust' with per-output fits: cross-output covariance blocks "
+                "are zero (outputs treated as independent); use cov_type='HC0' for the "
+                "stacked sandwich that accounts for their dependence."
+            )
+    else:
+        cov = _cross_cov(list(fits.values()), x, y, cov_type, cov_kwds_n)
+    start_used = "null" if engine != "fast" else (
+        "network" if starts and all(s == "network" for s in starts) else
+        "null" if not any(s == "network" for s in starts) else "mixed"
+    )
+    return beta, cov, fits, start_used
+
+
+_REMEDY_KWDS = {
+    "firth": ("pl", "tol", "max_iter"),
+    "ridge": ("lam", "tol", "max_iter"),
+    "pca": ("n_components", "scale", "min_variance"),
+}
+
+
+def _check_remedy(remedy: str, fam: str, head: Head) -> None:
+    if fam == "gaussian":
+        raise ValueError(
+            f"remedy={remedy!r} is for logit refits; the gaussian family has no separation. "
+            "Use remedy=None."
+        )
+    if remedy == "firth" and fam == "multinomial" and head.n_outputs > 2:
+        raise ValueError(
+            f"remedy='firth' is implemented for binomial models; a {head.n_outputs}-class "
+            "multinomial refit has no Firth fit here. Use family='ovr' (one Firth-penalized "
+            "binomial GLM per class) or remedy='ridge' (penalized multinomial)."
+        )
+
+
+def _remedy_options(remedy: str, kwds: dict) -> dict:
+    unknown = sorted(set(kwds) - set(_REMEDY_KWDS[remedy]))
+    if unknown:
+        raise ValueError(
+            f"remedy_kwds {unknown} are not options of remedy={remedy!r}; "
+            f"use {list(_REMEDY_KWDS[remedy])}."
+        )
+    return kwds
+
+
+def _binary_targets(fam: str, head: Head, y: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+    """Output names and 0/1 responses of the binomial fits a remedy runs."""
+    if fam == "multinomial":  # 2-class softmax: class 1 against class 0 (reference)
+        return [str(head.classes[1])], [(y == 1).astype(np.float64)]
+    return list(_output_classes(head)), [y[:, j] for j in range(y.shape[1])]
+
+
+def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
+    size = sum(b.shape[0] for b in blocks)
+    out = np.zeros((size, size))
+    i = 0
+    for b in blocks:
+        out[i : i + b.shape[0], i : i + b.shape[0]] = b
+        i += b.shape[0]
+    return out
+
+
+def _fit_remedy(remedy, kwds, fam, head, features, x, y, alpha, progress):
+    """Remedy fit(s): (beta, cov, results, extra) with beta in the refit's own layout."""
+    opts = _remedy_options(remedy, kwds)
+    extra: dict = {"remedy": remedy}
+    if remedy == "firth":
+        pl = bool(opts.get("pl", True))
+        fkw = {k: opts[k] for k in ("tol", "max_iter") if k in opts}
+        names, targets = _binary_targets(fam, head, y)
+        fits, betas, covs, rows = {}, [], [], []
+        it = tqdm(names, desc="Firth refit", disable=not progress or len(names) < 2)
+        for c, yc in zip(it, targets):
+            fr = firth.fit_firth(features, yc, alpha=alpha, **fkw)
+            if not fr.converged:
+                raise FitError(f"The Firth fit for {c} did not converge; see the warnings.")
+            fits[c] = fr
+            betas.append(fr.params.to_numpy())
+            covs.append(fr.cov.to_numpy())
+            tab = fr.summary_frame(pl=pl)
+            rows.append(tab)
+        extra["table"] = rows
+        extra["pl"] = pl
+        extra["inference"] = (
+            "Firth penalized likelihood (Jeffreys prior): finite bias-reduced estimates; "
+            + ("p-values are penalized likelihood-ratio tests and intervals profile penalized "
+               "likelihood (logistf/brglm2 convention)" if pl else
+               "Wald p-values and intervals on the penalized estimate (pl=False)")
+        )
+        results = fits[names[0]] if fam == "multinomial" else fits
+        return np.column_stack(betas), _block_diag(covs), results, extra
+    if remedy == "ridge":
+        lam = float(opts.get("lam", 1.0))
+        rkw = {k: opts[k] for k in ("tol", "max_iter") if k in opts}
+        if fam == "multinomial":
+            rr = pen.fit_ridge(features, y, lam=lam, family="multinomial", **rkw)
+            fits = {"all": rr}
+            beta, cov = rr.params.to_numpy(), rr.cov
+        else:
+            names, targets = _binary_targets(fam, head, y)
+            fits = {c: pen.fit_ridge(features, yc, lam=lam, family="binomial", **rkw)
+                    for c, yc in zip(names, targets)}
+            beta = np.column_stack([f.params.to_numpy()[:, 0] for f in fits.values()])
+            cov = _block_diag([f.cov for f in fits.values()])
+            if len(fits) > 1:
+                extra["note"] = ("ridge remedy with per-output fits: cross-output covariance "
+                                 "blocks are zero (outputs treated as independent)")
+        bad = [c for c, f in fits.items() if not f.converged]
+        if bad:
+            raise FitError(f"The ridge fit did not converge for {bad}; increase max_iter or lam.")
+        extra["lam"] = lam
+        extra["inference"] = next(iter(fits.values())).inference
+        results = fits["all"] if fam == "multinomial" else fits
+        return beta, cov, results, extra
+    # pca
+    arr = features.to_numpy(dtype=np.float64)
+    scale = bool(opts.get("scale", False))
+    k = opts.get("n_components")
+    if k is None:
+        xs = arr - arr.mean(axis=0)
+        if scale:
+            sd = arr.std(axis=0)
+            xs = xs / np.where(sd > 0, sd, 1.0)
+        var = np.linalg.svd(xs, compute_uv=False) ** 2
+        frac = np.cumsum(var) / var.sum()
+        k = int(np.searchsorted(frac, float(opts.get("min_variance", 0.9)) - 1e-12) + 1)
+    k = int(k)
+    if fam == "multinomial":
+        targets = {"all": y}
+        family = "multinomial"
+    else:
+        names, ys = _binary_targets(fam, head, y)
+        targets = dict(zip(names, ys))
+        family = "binomial"
+    fits = {}
+    for c, yc in targets.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                pr = pen.fit_pca(features, yc, n_components=k, family=family, scale=scale)
+        except eng.FisherSingularError as e:
+            raise FitError(
+                f"The PCA refit with {k} components failed for {c} ({e}); the components are "
+                "probably still separated: use fewer components or remedy='firth'."
+            ) from e
+        if not pr.fit.converged or not np.isfinite(pr.unit_params.to_numpy()).all():
+            raise FitError(
+                f"The PCA refit with {k} components did not converge for {c}; the component "
+                "scores are probably still separated: use fewer components (remedy_kwds="
+                "{'n_components': ...}) or remedy='firth'."
+            )
+        fits[c] = pr
+    first = next(iter(fits.values()))
+    beta = np.column_stack([f.unit_params.to_numpy() for f in fits.values()])
+    cov = _block_diag([f.unit_cov for f in fits.values()])
+    extra.update(
+        n_components=k,
+        loadings=first.loadings,
+        explained_variance_ratio=first.explained_variance_ratio,
+        inference=first.inference,
+        n_params=(k + 1) * beta.shape[1],
+    )
+    results = fits["all"] if fam == "multinomial" else fits
+    return beta, cov, results, extra
 
 
 def _output_classes(head: Head) -> tuple[str, ...]:
@@ -616,6 +930,17 @@ def _bootstrap(fam, x, y, beta, n_boot, seed, progress, cov_kwds, maxiter, terms
 
 
 # --------------------------------------------------------------------------------- result
+def _firth_pll(x1: np.ndarray, y: np.ndarray, b: np.ndarray) -> float:
+    """Firth's penalized log-likelihood ``l(b) + 1/2 log det X'WX`` (unit weights)."""
+    eta = x1 @ b
+    mu = expit(eta)
+    info = (x1 * (mu * (1 - mu))[:, None]).T @ x1
+    sign, logdet = np.linalg.slogdet(info)
+    if sign <= 0:
+        return -np.inf
+    return _loglik_binomial(x1, y, b) + 0.5 * float(logdet)
+
+
 def _wald(b: np.ndarray, v: np.ndarray) -> tuple[float, int]:
     """Wald statistic b' V^+ b with df = rank(V) (pinv handles the sum-to-zero case)."""
     vp = np.linalg.pinv(v, hermitian=True)
@@ -633,7 +958,8 @@ class RefitResult:
 
     def __init__(
         self, *, family, parametrization, head, terms, beta, cov, network, results, x, y, alpha,
-        cov_type, dropped, diagnostics, warnings_, bootstrap,
+        cov_type, dropped, diagnostics, warnings_, bootstrap, checks=(), remedy=None,
+        remedy_extra=None,
     ) -> None:
         self._family = family
         self._param = parametrization
@@ -651,6 +977,9 @@ class RefitResult:
         self._diagnostics = diagnostics
         self._warnings = warnings_
         self._boot = bootstrap
+        self._checks = tuple(checks)
+        self._remedy = remedy
+        self._extra = dict(remedy_extra or {})
         self._all_classes = (
             tuple(head.classes) if family == "multinomial" else _output_classes(head)
         )
@@ -713,8 +1042,66 @@ class RefitResult:
 
     @property
     def results(self):
-        """The statsmodels results: one ``MNLogitResults``, or a dict class -> ``GLMResults``."""
+        """The fitted model objects.
+
+        Without a remedy, statsmodels results (also with ``engine="fast"``): one
+        ``MNLogitResults``, or a dict class -> ``GLMResults``. With a remedy, its own result
+        objects: :class:`~glminterp.firth.FirthResult`, :class:`~glminterp.penalized.RidgeResult`
+        or :class:`~glminterp.penalized.PCAResult` (one, for a multinomial refit, or a dict per
+        output).
+        """
         return self._results
+
+    @property
+    def remedy(self) -> str | None:
+        """The separation remedy used (``"firth"``, ``"ridge"``, ``"pca"``) or None (MLE)."""
+        return self._remedy
+
+    @property
+    def engine(self) -> str:
+        """Which solver ran: ``"statsmodels"``, ``"fast"`` or ``"remedy:<name>"``."""
+        return self._diagnostics.get("engine", "statsmodels")
+
+    @property
+    def inference(self) -> str:
+        """What the standard errors, tests and intervals are (printed beside them)."""
+        if self._remedy is None:
+            return f"maximum likelihood (Wald, cov_type={self._cov_type})"
+        return self._extra["inference"]
+
+    @property
+    def separated(self) -> bool:
+        """True if any separation check found (quasi-)complete separation."""
+        return any(c.separated for c in self._checks)
+
+    @property
+    def separation(self) -> pd.DataFrame:
+        """The Konis (2007) linear-programming separation checks run before the fit.
+
+        One row per check (``"multinomial"``, or ``"binomial: <class>"`` per output): check,
+        separated, classes (perfectly predicted), n_units and units (the separating direction's
+        units, largest first), n_rows (rows strictly separated), objective (the LP optimum).
+        """
+        cols = ["check", "separated", "classes", "n_units", "units", "n_rows", "objective"]
+        rows = [
+            {"check": c.label, "separated": bool(c.separated), "classes": ", ".join(c.classes),
+             "n_units": len(c.units), "units": ", ".join(c.units),
+             "n_rows": int(c.n_rows_separated), "objective": float(c.objective)}
+            for c in self._checks
+        ]
+        return pd.DataFrame(rows, columns=cols)
+
+    @property
+    def pca_loadings(self) -> pd.DataFrame | None:
+        """Units x components loadings of ``remedy="pca"`` (unit-norm columns), else None."""
+        lo = self._extra.get("loadings")
+        return None if lo is None else lo.copy()
+
+    @property
+    def pca_explained_variance(self) -> pd.Series | None:
+        """Explained-variance ratio of each component kept by ``remedy="pca"``, else None."""
+        ev = self._extra.get("explained_variance_ratio")
+        return None if ev is None else ev.copy()
 
     # ------------------------------------------------------------ parametrizations
     def _own(self, parametrization: str | None) -> str:
@@ -826,6 +1213,8 @@ class RefitResult:
                 "ci_upper": b + zc * se,
             }
         )
+        if self._remedy == "firth":
+            self._firth_columns(df)
         unit_rows = (df["term"] != "const").to_numpy()
         for col, method in (("p_holm", "holm"), ("p_bh", "fdr_bh")):
             df[col] = np.nan
@@ -841,6 +1230,13 @@ class RefitResult:
             zn = (b - net) / se
         df["z_network"] = zn
         df["p_network"] = 2 * stats.norm.sf(np.abs(zn))
+        if self._remedy in ("ridge", "pca"):
+            # Not a test: the shrunken / reduced-rank estimate is not the MLE the network's
+            # weights would be compared with (see agreement_test).
+            df["z_network"] = np.nan
+            df["p_network"] = np.nan
+        if self._remedy is not None:
+            df["inference"] = self.inference
         if self._boot is not None and len(self._boot["draws"]):
             draws = self._boot_draws(None).reshape(len(self._boot["draws"]), -1, order="F")
             df["boot_se"] = draws.std(axis=0, ddof=1)
@@ -848,6 +1244,28 @@ class RefitResult:
             df["boot_ci_upper"] = np.quantile(draws, 1 - self._alpha / 2, axis=0)
         self._cache["coef"] = df
         return df.copy()
+
+    def _firth_columns(self, df: pd.DataFrame) -> None:
+        """Replace Wald p and CIs by PLR p and profile CIs (in place), keep Wald as p_wald."""
+        tabs = self._extra["table"]
+        df["p_wald"] = df["p"].to_numpy()
+        if not self._extra.get("pl", True):
+            return
+        if self._own(None) == "sum_to_zero":  # 2 classes: gamma_1 = beta / 2 = -gamma_0
+            t = tabs[0]
+            lo, hi = t["ci_lower"].to_numpy() / 2, t["ci_upper"].to_numpy() / 2
+            chi2 = np.tile(t["chi2_plr"].to_numpy(), 2)
+            p = np.tile(t["p_plr"].to_numpy(), 2)
+            lower, upper = np.concatenate([-hi, lo]), np.concatenate([-lo, hi])
+        else:
+            chi2 = np.concatenate([t["chi2_plr"].to_numpy() for t in tabs])
+            p = np.concatenate([t["p_plr"].to_numpy() for t in tabs])
+            lower = np.concatenate([t["ci_lower"].to_numpy() for t in tabs])
+            upper = np.concatenate([t["ci_upper"].to_numpy() for t in tabs])
+        df["chi2_plr"] = chi2
+        df["p"] = p
+        df["ci_lower"] = lower
+        df["ci_upper"] = upper
 
     def _boot_draws(self, parametrization: str | None) -> np.ndarray:
         d = self._boot["draws"]
@@ -860,7 +1278,11 @@ class RefitResult:
     def summary(self) -> pd.DataFrame:
         """Coefficient table indexed by (class, term), the columns a reader needs first."""
         cols = ["coef", "se", "z", "p", "ci_lower", "ci_upper", "p_holm", "network_weight"]
-        return self.coefficients.set_index(["class", "term"])[cols]
+        out = self.coefficients.set_index(["class", "term"])[cols]
+        out.attrs["inference"] = self.inference
+        if self._remedy is not None:  # printed beside every number of a penalized fit
+            out["inference"] = self.inference
+        return out
 
     @property
     def unit_tests(self) -> pd.DataFrame:
@@ -895,12 +1317,24 @@ class RefitResult:
         The statistic is parametrization-invariant (reference contrasts for the multinomial).
         """
         net = self._network_in("reference").ravel(order="F")
+        if self._remedy in ("ridge", "pca"):
+            what = ("shrunken toward 0 by the ridge penalty" if self._remedy == "ridge" else
+                    "restricted to the span of the leading principal components")
+            return {
+                "statistic": None, "df": None, "p_value": None, "reject": None,
+                "interpretation": f"Not defined for remedy={self._remedy!r}: the estimate is "
+                f"{what}, so a Wald distance to the network's head is not a test of the "
+                "maximum-likelihood fit (the network's weights are still listed beside the "
+                "coefficients for comparison).",
+            }
         if not np.isfinite(net).all():
             return {
                 "statistic": None, "df": None, "p_value": None, "reject": None,
                 "interpretation": "Not defined: the network's head is not the refitted model "
                 f"({self._head.link} head, {self._family} refit).",
             }
+        if self._remedy == "firth":
+            return self._firth_agreement(net)
         stat, df = _wald(self._beta.ravel(order="F") - net, self._cov)
         pval = float(stats.chi2.sf(stat, df))
         reject = pval < self._alpha
@@ -920,6 +1354,78 @@ class RefitResult:
             )
         return {"statistic": stat, "df": df, "p_value": pval, "reject": bool(reject),
                 "interpretation": text}
+
+    def _firth_fits(self) -> list:
+        r = self._results
+        return list(r.values()) if isinstance(r, dict) else [r]
+
+    def _firth_agreement(self, net: np.ndarray) -> dict:
+        """Penalized LR test of H0: coefficients = the network's head (all of them fixed)."""
+        q = len(self._terms)
+        stat = 0.0
+        for j, fr in enumerate(self._firth_fits()):
+            b0 = net[j * q : (j + 1) * q]
+            stat += 2.0 * (fr.pll - _firth_pll(self._x, fr._y, b0))
+        stat = max(stat, 0.0)
+        df = q * len(self._firth_fits())
+        pval = float(stats.chi2.sf(stat, df))
+        reject = pval < self._alpha
+        verdict = "Rejected" if reject else "Not rejected"
+        text = (
+            f"{verdict} at alpha={self._alpha:g} (penalized LR chi2={stat:.4g}, df={df}, "
+            f"p={pval:.3g}): penalized likelihood-ratio test of H0 'the network's head equals "
+            "the coefficients' against the Firth-penalized fit (Jeffreys prior). Under "
+            "separation the maximum-likelihood estimate does not exist, so this compares the "
+            "head with the bias-reduced fit, not with an MLE; per-output statistics are summed "
+            "as if the outputs were independent."
+        )
+        return {"statistic": float(stat), "df": df, "p_value": pval, "reject": bool(reject),
+                "interpretation": text, "test": "penalized likelihood ratio (Firth)"}
+
+    def _remedy_parts(self) -> dict:
+        """Per-fit log-likelihoods of a remedy fit, at its (penalized) estimate."""
+        x, y, b = self._x, self._y, self._beta
+        if self._family == "multinomial":
+            llf = [_loglik_multinomial(x, y, b)]
+            lln = [_null_loglik_multinomial(y, b.shape[1] + 1)]
+            names, per_fit = ["all"], b.shape[1]
+        else:
+            llf = [_loglik_binomial(x, y[:, j], b[:, j]) for j in range(b.shape[1])]
+            lln = [_null_loglik_binomial(y[:, j]) for j in range(b.shape[1])]
+            names, per_fit = list(self._all_classes), 1
+        res = self._results
+        objs = list(res.values()) if isinstance(res, dict) else [res]
+        conv = [bool(o.fit.converged if self._remedy == "pca" else o.converged) for o in objs]
+        if self._remedy == "pca":
+            n_par = (self._extra["n_components"] + 1) * per_fit
+        else:
+            n_par = len(self._terms) * per_fit
+        out = {"names": names, "llf": llf, "llnull": lln, "converged": conv,
+               "n_params": n_par, "per_fit": per_fit}
+        if self._remedy == "firth":
+            out["pll"] = [fr.pll for fr in self._firth_fits()]
+        return out
+
+    def _remedy_stats(self, i: int | None) -> dict:
+        """Fit statistics of fit ``i`` (None: summed). LR/AIC/BIC only where they are valid."""
+        r = self._remedy_parts()
+        idx = range(len(r["llf"])) if i is None else [i]
+        llf = float(sum(r["llf"][j] for j in idx))
+        lln = float(sum(r["llnull"][j] for j in idx))
+        k = r["n_params"] * len(idx)
+        out = {
+            "llf": llf, "llnull": lln, "deviance": -2 * llf, "null_deviance": -2 * lln,
+            "lr_statistic": None, "lr_df": None, "aic": None, "bic": None,
+            "n_params": int(k), "converged": all(r["converged"][j] for j in idx),
+        }
+        if self._remedy == "pca":  # an MLE in the reduced model: LR, AIC, BIC are valid
+            out["lr_statistic"] = 2 * (llf - lln)
+            out["lr_df"] = int(k - r["per_fit"] * len(idx))
+            out["aic"] = -2 * llf + 2 * k
+            out["bic"] = -2 * llf + k * np.log(self.n_obs)
+        if "pll" in r:
+            out["penalized_llf"] = float(sum(r["pll"][j] for j in idx))
+        return out
 
     # ------------------------------------------------------------ fit statistics
     def _per_output_stats(self, res, n_params: int) -> dict:
@@ -947,8 +1453,12 @@ class RefitResult:
         q = len(self._terms)
         rows = {}
         for j, (c, res) in enumerate(self._results.items()):
-            s = self._per_output_stats(res, q)
-            s["lr_pvalue"] = float(stats.chi2.sf(s["lr_statistic"], s["lr_df"]))
+            if self._remedy is not None:
+                s = self._remedy_stats(j)
+            else:
+                s = self._per_output_stats(res, q)
+            s["lr_pvalue"] = (float(stats.chi2.sf(s["lr_statistic"], s["lr_df"]))
+                              if s["lr_statistic"] is not None else None)
             s["mcfadden_r2"] = 1 - s["llf"] / s["llnull"] if s["llnull"] else float("nan")
             if self._family != "gaussian":
                 s["events_per_parameter"] = dg.events_per_parameter(
@@ -966,7 +1476,9 @@ class RefitResult:
         treats the outputs as independent; see :attr:`class_fit_stats` for each one).
         """
         q, n = len(self._terms), self.n_obs
-        if self._family == "multinomial":
+        if self._remedy is not None:
+            out = {"family": self._family, **self._remedy_stats(None)}
+        elif self._family == "multinomial":
             res = self._results
             llf, llnull = float(res.llf), float(res.llnull)
             k = q * self._beta.shape[1]
@@ -991,12 +1503,15 @@ class RefitResult:
             out["lr_df"] = int(sum(s["lr_df"] for s in per))
             out["n_params"] = int(sum(s["n_params"] for s in per))
             out["converged"] = all(s["converged"] for s in per)
-        out["lr_pvalue"] = float(stats.chi2.sf(out["lr_statistic"], out["lr_df"]))
+        out["lr_pvalue"] = (float(stats.chi2.sf(out["lr_statistic"], out["lr_df"]))
+                            if out["lr_statistic"] is not None else None)
         out["mcfadden_r2"] = 1 - out["llf"] / out["llnull"] if out["llnull"] else float("nan")
         out["n_obs"] = int(n)
         out["n_units"] = len(self.units)
         out["events_per_parameter"] = float(self._diagnostics["events_per_parameter"])
         out["cov_type"] = self._cov_type
+        out["engine"] = self.engine
+        out["remedy"] = self._remedy
         return {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in out.items()}
 
     # ------------------------------------------------------------ display
@@ -1006,7 +1521,7 @@ class RefitResult:
             f"RefitResult(family={self._family!r}, parametrization={self._param!r}, "
             f"n_obs={self.n_obs}, units={len(self.units)} (+{len(self._dropped)} dropped), "
             f"classes={len(self.classes)}, llf={fs['llf']:.6g}, cov_type={self._cov_type!r}, "
-            f"warnings={len(self._warnings)})"
+            f"engine={self.engine!r}, remedy={self._remedy!r}, warnings={len(self._warnings)})"
         )
 
     def _repr_html_(self) -> str:
@@ -1021,6 +1536,8 @@ class RefitResult:
         return (
             f"<div><h4>Refit of head {html.escape(self._head.name)!s} as a {self._family} GLM "
             f"({self._param}, cov_type={self._cov_type})</h4>"
+            + (f"<p style='color:#a00'><b>{html.escape(self.inference)}</b></p>"
+               if self._remedy is not None else "")
             + (f"<p><b>Warnings</b></p><ul>{warn_html}</ul>" if warn_html else "")
             + f"<p>Agreement with the network: {html.escape(agree['interpretation'])}</p>"
             + stats_tbl

@@ -237,6 +237,10 @@ class ReportBuilder:
         """A highlighted note, e.g. why a section is not available."""
         self._add(section, {"kind": "note", "text": str(text)})
 
+    def warning(self, section: str, text: str) -> None:
+        """A prominent warning (e.g. penalized inference, separation)."""
+        self._add(section, {"kind": "warning", "text": str(text)})
+
     def items(self, section: str, mapping: Mapping, caption: str = "") -> None:
         """A two-column key/value table."""
         rows = [[str(k), format_value(v)] for k, v in mapping.items()]
@@ -469,6 +473,15 @@ def refit_fit_record(refit) -> dict:
         if isinstance(val, pd.DataFrame):
             rec["unit_tests"] = val
             break
+    sep = _safe_attr(refit, "separation")
+    if isinstance(sep, pd.DataFrame):
+        rec["separation"] = sep
+    remedy = _safe_attr(refit, "remedy")
+    if remedy is not None:
+        rec["remedy"] = {"name": remedy, "inference": _safe_attr(refit, "inference")}
+        loadings = _safe_attr(refit, "pca_loadings")
+        if isinstance(loadings, pd.DataFrame):
+            rec["remedy"]["pca_loadings"] = loadings.rename_axis("unit")
     dropped = _safe_attr(refit, "dropped_units")
     if isinstance(dropped, pd.DataFrame):
         rec["dropped_units"] = dropped
@@ -549,11 +562,31 @@ def add_refit_sections(
         rb.note("fit", f"The refit failed: {fit['error']}")
     ag = fit.get("agreement")
 
+    remedy = fit.get("remedy")
+    if isinstance(remedy, Mapping) and remedy.get("name"):
+        msg = (f"PENALIZED / REDUCED INFERENCE: this refit used remedy={remedy['name']!r}, not "
+               f"the maximum-likelihood estimate. {remedy.get('inference') or ''}".strip())
+        rb.warning("fit", msg)
+        rb.warning("coefficients", msg)
     diag = fit.get("diagnostics")
     if isinstance(diag, Mapping) and diag:
-        rb.items("diagnostics", _flat_items(diag), caption="Checks before and after fitting")
+        shown = {k: v for k, v in diag.items() if k != "separation"}
+        rb.items("diagnostics", _flat_items(shown), caption="Checks before and after fitting")
     elif isinstance(diag, list) and diag:
         rb.table("diagnostics", pd.DataFrame(diag), caption="Diagnostics")
+    sep = fit.get("separation")
+    if sep:
+        frame = pd.DataFrame(sep)
+        n_sep = int(frame["separated"].astype(bool).sum()) if "separated" in frame else 0
+        rb.table("diagnostics", frame, caption="Separation check before the fit (Konis 2007 "
+                 "linear program): a separated check means the maximum-likelihood estimate does "
+                 "not exist for it; units are the separating direction's, largest first")
+        if n_sep and not (isinstance(remedy, Mapping) and remedy.get("name")):
+            rb.warning("diagnostics", f"{n_sep} separation check(s) found (quasi-)complete "
+                       "separation: the maximum-likelihood estimate does not exist.")
+    if isinstance(remedy, Mapping) and remedy.get("pca_loadings"):
+        rb.table("diagnostics", pd.DataFrame(remedy["pca_loadings"]), max_rows=40,
+                 caption="PCA remedy: loadings of the units on the components used")
     epp = (fit.get("study") or {}).get("events_per_parameter")
     if epp is not None:
         rb.items("diagnostics", {"events per parameter": epp}, caption="Rows of the rarest class "
@@ -576,7 +609,7 @@ def add_refit_sections(
     coef = coefficients.copy()
     coef = coef.reindex(coef["z"].abs().sort_values(ascending=False, kind="stable").index)
     cols = [c for c in ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh", "ci_lower",
-                        "ci_upper", "network_weight") if c in coef.columns]
+                        "ci_upper", "p_wald", "chi2_plr", "network_weight") if c in coef.columns]
     rb.table("coefficients", coef[cols], caption="Sorted by |z|; Holm and Benjamini-Hochberg "
              "corrections across all unit coefficients (intercepts excluded)", max_rows=table_rows)
     unit_tests = fit.get("unit_tests")

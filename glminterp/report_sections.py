@@ -197,3 +197,69 @@ def olden_garson(r: StudyResult, rb: ReportBuilder) -> None:
     if len(cols) > 1:
         rb.table("classic", tab[cols].corr(method="spearman"), index=True,
                  caption="Spearman correlation between the pixel rankings")
+
+
+def _channel_for_class(r: StudyResult, cls: str, units: list[str]) -> tuple[int, str]:
+    """Head channel with the largest GLM z for ``cls`` (sum-to-zero), else the largest weight."""
+    head = r.activations.head
+    if r.refit is not None and r.refit.family == "multinomial":
+        b = r.refit.params("sum_to_zero")
+        se = np.sqrt(np.diag(r.refit.class_cov(cls, "sum_to_zero").to_numpy()))
+        z = (b[cls].to_numpy() / se)[1:]
+        term = str(b.index[1 + int(np.argmax(z))])
+        return units.index(term), f"largest GLM z ({z.max():+.2f})"
+    w = head.coef_matrix()[1:, list(head.classes).index(cls)]
+    return int(np.argmax(w)), "largest network weight"
+
+
+def deconvnet_projections(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
+    """Deconvnet projection (Zeiler & Fergus 2014) of each image's most significant channel.
+
+    For each test image the channel of the head's input layer with the largest GLM z for the
+    image's true class (sum-to-zero contrast) is projected back to pixel space.
+    """
+    from glminterp.plots import report as plots
+    from glminterp.saliency.deconvnet import deconvnet
+
+    head = r.activations.head
+    if head is None or not head.gap:
+        rb.note("classic", "Deconvnet projections: not applicable (no GAP head over conv maps).")
+        return
+    units = [str(c) for c in r.activations.head_features().columns]  # channel order
+    picks = [_channel_for_class(r, c, units) for c in _labels(images)]
+    channels = [c for c, _ in picks]
+    proj = deconvnet(r.model, images, layer=head.input_layer, channel=channels)
+    r.extras["deconvnet"] = {"channels": channels, "projections": proj}
+    titles = [f"{sid}: ch {ch}" for sid, ch in zip(images.ids.tolist(), channels)]
+    rb.figure("classic", plots.image_grid(proj[:, 0], titles, suptitle="Deconvnet projections"),
+              "deconvnet",
+              caption="Deconvnet projection (Zeiler & Fergus 2014) of the whole feature map of "
+              f"layer {head.input_layer!r} chosen per image: the channel with the "
+              f"{picks[0][1].split(' (')[0]} for the image's true class.")
+    rb.table("classic", pd.DataFrame({"sample_id": images.ids.tolist(), "class": _labels(images),
+                                      "channel": channels,
+                                      "chosen by": [why for _, why in picks]}),
+             caption="Channels projected")
+
+
+def zero_one_panel(r: StudyResult, rb: ReportBuilder) -> None:
+    """The 784 -> 1 -> 2 network: its unit's input-weight image and the head's refit."""
+    from glminterp.plots import report as plots
+    from glminterp.saliency.receptive_fields import zero_one_analysis
+
+    if r.refit is None:
+        rb.note("classic", f"Zero-one analysis: not available ({r.refit_error}).")
+        return
+    side = int(r.data.images.shape[-1])
+    res = zero_one_analysis(r.model, r.activations, r.refit, shape=(side, side))
+    r.extras["zero_one"] = res
+    rb.figure("classic", plots.image_grid(res.weight_image[None], ["input weights of the unit"],
+                                          ncol=1), "zero_one_weights",
+              caption="Input weights of the single hidden unit (red positive, blue negative).")
+    rb.items("classic", {
+        "rows": res.n_obs, "deviance (refit)": res.deviance,
+        "null deviance": res.null_deviance, "deviance of the network's head": res.network_deviance,
+        "LR statistic (1 df)": res.lr_statistic, "LR p-value": res.lr_pvalue,
+        "inference": r.refit.inference,
+    }, caption="Zero-one head on the refit rows (deviances are -2 log L, unpenalized)")
+    rb.table("classic", res.coefficients, caption="The head's refit (class 1 against class 0)")

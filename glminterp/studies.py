@@ -69,6 +69,12 @@ class StudyConfig:
         Units shown per class in receptive-field panels.
     save_activations : bool
         Write ``activations.parquet`` (all rows, head inputs).
+    remedy : {None, "firth", "ridge", "pca"}
+        Separation remedy of the refit (see :func:`glminterp.refit_output_layer`). None: the
+        maximum-likelihood refit, which fails on separated data; ``mnist_zero_one`` then
+        falls back to ``"firth"`` and says so in the report.
+    engine : {"auto", "statsmodels", "fast"}
+        Maximum-likelihood solver of the refit.
     """
 
     size: int | None = None
@@ -85,6 +91,8 @@ class StudyConfig:
     n_images: int = 4
     top_units: int = 3
     save_activations: bool = True
+    remedy: str | None = None
+    engine: str = "auto"
 
     def replace(self, **changes) -> StudyConfig:
         """A copy with some fields changed (unknown names raise ``TypeError``)."""
@@ -262,6 +270,7 @@ def _run(
     progress: bool,
     cross_reference: Callable[[StudyResult, rp.ReportBuilder, _Timer], None],
     command_line: list[str] | None = None,
+    separation_remedy: str | None = None,
 ) -> StudyResult:
     timer = _Timer()
     folder = Path(out) / name
@@ -278,16 +287,26 @@ def _run(
     acts = timer.step("extract", extract_activations, model, data, progress=progress, seed=seed)
     epp = _events_per_parameter(acts)
 
-    refit, refit_error = None, None
+    refit, refit_error, fallback = None, None, None
     _say(progress, "refitting the head as a GLM on the refit split")
     t0 = time.perf_counter()
     try:
         from glminterp import refit_output_layer
+        from glminterp.separation import SeparationError
 
-        refit = refit_output_layer(
-            acts, split="refit", parametrization=config.parametrization, alpha=config.alpha,
-            progress=progress, train_ids=history.train_ids,
-        )
+        kw = {"split": "refit", "parametrization": config.parametrization, "alpha": config.alpha,
+              "progress": progress, "train_ids": history.train_ids, "engine": config.engine}
+        try:
+            refit = refit_output_layer(acts, remedy=config.remedy, **kw)
+        except SeparationError as e:
+            if separation_remedy is None or config.remedy is not None:
+                raise
+            fallback = (
+                f"The refit rows are separated ({e}). The maximum-likelihood estimate does "
+                f"not exist, so this study refitted with remedy={separation_remedy!r} instead."
+            )
+            _say(progress, f"separation detected: refitting with remedy={separation_remedy!r}")
+            refit = refit_output_layer(acts, remedy=separation_remedy, **kw)
     except ImportError as e:
         refit_error = f"the refit module is not available in this installation ({e})."
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:  # Separation, Collinearity, Fit
@@ -301,17 +320,22 @@ def _run(
         history=history, activations=acts, refit=refit, refit_error=refit_error,
         events_per_parameter=epp, extras={}, timings=timer.timings,
     )
+    if fallback:
+        result.extras["remedy_fallback"] = fallback
     rb = rp.ReportBuilder(title, name)
     _data_section(rb, result, intro)
     _model_section(rb, result, architecture, arch_kwargs)
     fit = _fit_record(result)
     coef = refit.coefficients if refit is not None else pd.DataFrame()
+    if fallback:
+        rb.warning("fit", fallback)
     rp.add_refit_sections(rb, coef, fit)
     cross_reference(result, rb, timer)
     rb.summary = [
         intro,
         f"Events per parameter on the refit split: {epp:.1f} (rows of the rarest class per unit).",
-    ] + result.summary_lines(config.top_units)[1:]
+    ] + ([f"Separation detected: refitted with remedy={separation_remedy!r} ({refit.inference})."]
+         if fallback and refit is not None else []) + result.summary_lines(config.top_units)[1:]
 
     rb.add_csv(rp.COEF_NAME, coef)
     rb.add_json(rp.FIT_NAME, fit)
@@ -336,6 +360,8 @@ def _fit_record(result: StudyResult) -> dict:
     fit = rp.refit_fit_record(result.refit) if result.refit is not None else {}
     if result.refit_error:
         fit["error"] = result.refit_error
+    if result.extras.get("remedy_fallback"):
+        fit["remedy_fallback"] = result.extras["remedy_fallback"]
     acc = _accuracy_by_split(result.activations)
     fit["study"] = {
         "name": result.name,
@@ -430,6 +456,16 @@ def _gap_cnn_cross_reference(r: StudyResult, rb: rp.ReportBuilder, timer: _Timer
                   timer, lambda: xref.siddhartha_sets(r, rb, _test_images(r)))
     _run_optional(r, "top_patches", rb, "classic", "Top activating patches", timer,
                   lambda: xref.top_patches(r, rb))
+    _run_optional(r, "deconvnet", rb, "classic", "Deconvnet projections", timer,
+                  lambda: xref.deconvnet_projections(r, rb, _test_images(r)))
+
+
+def _zero_one_cross_reference(r: StudyResult, rb: rp.ReportBuilder, timer: _Timer) -> None:
+    from glminterp import report_sections as xref
+
+    _run_optional(r, "zero_one", rb, "classic", "Zero-one analysis of the single unit", timer,
+                  lambda: xref.zero_one_panel(r, rb))
+    _mlp_cross_reference(r, rb, timer)
 
 
 def _mlp_cross_reference(r: StudyResult, rb: rp.ReportBuilder, timer: _Timer) -> None:
@@ -519,8 +555,11 @@ def mnist_zero_one(
 ) -> StudyResult:
     """The ``784 -> 1 -> 2`` network on the MNIST 5k digits 0 and 1: a one-regressor GLM.
 
-    If the single unit separates the classes on the refit split the MLE does not exist; the
-    report says so (it is a finding, not a failure). Parameters as in :func:`mnist_gap_cnn`.
+    The single unit almost surely separates the classes on the refit split, so the MLE does not
+    exist: the study then refits with Firth's penalized likelihood (``remedy="firth"``, the
+    2-class softmax being the binomial logit of class 1 against 0) and the report says so (a
+    finding, not a failure). ``config.remedy`` forces a remedy. Parameters as in
+    :func:`mnist_gap_cnn`.
     """
     config = config or default_config("mnist_zero_one")
     data = zero_one_data(data if data is not None else _mnist5k())
@@ -529,8 +568,8 @@ def mnist_zero_one(
              "regressor of the GLM refit.")
     return _run("mnist_zero_one", data, "zero_one", {"n_inputs": n_in},
                 title=f"{n_in} -> 1 -> 2 network on {data.name}", intro=intro, config=config,
-                seed=seed, out=out, progress=progress, cross_reference=_mlp_cross_reference,
-                command_line=command_line)
+                seed=seed, out=out, progress=progress, cross_reference=_zero_one_cross_reference,
+                command_line=command_line, separation_remedy="firth")
 
 
 def mnist_idx(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_report_render import assert_self_contained, parse
@@ -94,3 +95,20 @@ def test_extract_refit_report_pipeline(tmp_path, capsys):
     (out / rp.HTML_NAME).unlink()
     assert main(["report", str(out)]) == 0
     assert (out / rp.HTML_NAME).read_text() == html
+
+    # --engine fast gives statsmodels' numbers; --remedy ridge is labelled in CSV and HTML
+    out2, out3 = tmp_path / "refit_fast", tmp_path / "refit_ridge"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["refit", str(acts_path), "--out", str(out2), "--engine", "fast",
+                     "--parametrization", "sum_to_zero", "--quiet"]) == 0
+        assert main(["refit", str(acts_path), "--out", str(out3), "--remedy", "ridge",
+                     "--quiet"]) == 0
+        ridge = gi.refit_output_layer(acts, remedy="ridge", progress=False)
+    fast = pd.read_csv(out2 / rp.COEF_NAME, dtype={"class": str})
+    np.testing.assert_allclose(fast["se"], expected.coefficients["se"], rtol=1e-6)
+    assert json.loads((out2 / rp.FIT_NAME).read_text())["fit"]["engine"] == "fast"
+    rcoef = pd.read_csv(out3 / rp.COEF_NAME, dtype={"class": str})
+    np.testing.assert_allclose(rcoef["coef"], ridge.coefficients["coef"], rtol=1e-7)
+    assert rcoef["inference"].str.contains("penalized inference").all()
+    assert "PENALIZED" in (out3 / rp.HTML_NAME).read_text()

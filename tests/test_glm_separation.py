@@ -79,7 +79,7 @@ def test_on_separation_warn_fits_anyway(rng):
     assert any("SEPARATED" in w for w in res.warnings)
 
 
-def test_remedy_is_reserved(rng):
-    acts = make_acts(rng.standard_normal((50, 2)), rng.integers(0, 2, 50))
-    with pytest.raises(ValueError, match="remedy"):
+def test_firth_on_multiclass_multinomial_is_refused(rng):
+    acts = make_acts(rng.standard_normal((60, 2)), np.arange(60) % 3)
+    with pytest.raises(ValueError, match="family='ovr'.*remedy='ridge'"):
         gi.refit_output_layer(acts, remedy="firth", progress=False)

@@ -102,6 +102,38 @@ def test_zero_one_study_end_to_end(tmp_path):
     assert set(res.data.classes) == {"0", "1"}
     assert set(res.data.labels.tolist()) == {0, 1}
     assert res.activations.head.n_inputs == 1
+    assert res.refit is not None, res.refit_error
+    assert "zero_one" in res.extras and np.isfinite(res.extras["zero_one"].deviance)
+
+
+def test_zero_one_study_firth_when_separated(tmp_path, monkeypatch):
+    """Separated refit rows: the study falls back to Firth, with finite estimates, and says so."""
+    real = gi.refit_output_layer
+    calls = []
+
+    def separated_first(acts, **kw):  # the LP check on these tiny rows may or may not separate
+        calls.append(kw.get("remedy"))
+        if kw.get("remedy") is None:
+            raise gi.SeparationError("separated (test)", classes=("0", "1"), n_units=1)
+        return real(acts, **kw)
+
+    monkeypatch.setattr(gi, "refit_output_layer", separated_first)
+    res = run_tiny("mnist_zero_one", tmp_path)
+    assert calls == [None, "firth"]
+    assert res.refit is not None, res.refit_error
+    assert res.refit.remedy == "firth" and "remedy_fallback" in res.extras
+    html = (res.folder / "report.html").read_text()
+    assert "PENALIZED" in html and "Separation check" in html and "refitted with" in html
+    fit = json.loads((res.folder / "fit.json").read_text())
+    assert fit["remedy"]["name"] == "firth" and "remedy_fallback" in fit
+    coef = res.refit.coefficients
+    assert np.isfinite(coef[["coef", "se", "ci_lower", "ci_upper", "p"]].to_numpy()).all()
+    assert "zero_one" in res.extras and np.isfinite(res.extras["zero_one"].deviance)
+
+
+def test_config_remedy_reaches_the_refit(tmp_path):
+    res = run_tiny("mnist_zero_one", tmp_path, remedy="ridge")
+    assert res.refit.remedy == "ridge" and "penalized inference" in res.refit.inference
 
 
 def test_idx_study_reads_idx_files(tmp_path):
