@@ -1190,17 +1190,32 @@ class RefitResult:
         Columns: class, term, coef, se, z, p, ci_lower, ci_upper (Wald, level 1 - alpha),
         p_holm, p_bh (across all unit coefficients; NaN for intercepts), network_weight,
         z_network, p_network (Wald z of coef - network_weight), and with a bootstrap
-        boot_se, boot_ci_lower, boot_ci_upper (percentile).
+        boot_se, boot_ci_lower, boot_ci_upper (percentile). See :meth:`coefficient_table`
+        for the same table in another parametrization.
         """
-        if "coef" in self._cache:
-            return self._cache["coef"].copy()
-        b = self._beta_in(None).ravel(order="F")
-        v = self._cov_in(None)
+        return self.coefficient_table(None)
+
+    def coefficient_table(self, parametrization: str | None = None) -> pd.DataFrame:
+        """The tidy :attr:`coefficients` table in any parametrization of the same fit.
+
+        E.g. ``coefficient_table("sum_to_zero")`` of a reference-parametrized multinomial
+        refit has rows for every class (the baseline included), with delta-method standard
+        errors and Holm/BH corrections recomputed across that table's unit coefficients.
+        Firth's profile-likelihood columns exist only in the fit's own parametrization; in
+        another one the table is Wald.
+        """
+        key = f"coef:{self._own(parametrization)}"
+        if key in self._cache:
+            return self._cache[key].copy()
+        own = self._own(parametrization) == self._own(None)
+        par = parametrization
+        b = self._beta_in(par).ravel(order="F")
+        v = self._cov_in(par)
         se = np.sqrt(np.clip(np.diag(v), 0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             z = b / se
         zc = stats.norm.ppf(1 - self._alpha / 2)
-        idx = self._index(None)
+        idx = self._index(par)
         df = pd.DataFrame(
             {
                 "class": idx.get_level_values(0),
@@ -1213,7 +1228,7 @@ class RefitResult:
                 "ci_upper": b + zc * se,
             }
         )
-        if self._remedy == "firth":
+        if self._remedy == "firth" and own:
             self._firth_columns(df)
         unit_rows = (df["term"] != "const").to_numpy()
         for col, method in (("p_holm", "holm"), ("p_bh", "fdr_bh")):
@@ -1224,7 +1239,7 @@ class RefitResult:
                 adj = np.full(pv.shape, np.nan)
                 adj[ok] = p_adjust(pv[ok], method)
                 df.loc[unit_rows, col] = adj
-        net = self._network_in(None).ravel(order="F")
+        net = self._network_in(par).ravel(order="F")
         df["network_weight"] = net
         with np.errstate(divide="ignore", invalid="ignore"):
             zn = (b - net) / se
@@ -1238,11 +1253,11 @@ class RefitResult:
         if self._remedy is not None:
             df["inference"] = self.inference
         if self._boot is not None and len(self._boot["draws"]):
-            draws = self._boot_draws(None).reshape(len(self._boot["draws"]), -1, order="F")
+            draws = self._boot_draws(par).reshape(len(self._boot["draws"]), -1, order="F")
             df["boot_se"] = draws.std(axis=0, ddof=1)
             df["boot_ci_lower"] = np.quantile(draws, self._alpha / 2, axis=0)
             df["boot_ci_upper"] = np.quantile(draws, 1 - self._alpha / 2, axis=0)
-        self._cache["coef"] = df
+        self._cache[key] = df
         return df.copy()
 
     def _firth_columns(self, df: pd.DataFrame) -> None:

@@ -170,8 +170,9 @@ def class_coefficients(refit: Any, cls: Any, *, correction: str = "holm") -> pd.
     refit : RefitResult or DataFrame
         The refit, or its tidy ``coefficients`` table.
     cls : str or int
-        A class label present in the refit's columns. In the reference parametrization the
-        baseline class has no coefficients: refit with ``parametrization="sum_to_zero"``.
+        A class label. For a ``RefitResult`` in the reference parametrization the baseline
+        class is read from its sum-to-zero table (``coefficient_table("sum_to_zero")``); a bare
+        DataFrame must contain the class.
     correction : {"holm", "bh", "none"}
         Which adjusted p-value decides significance (the refit corrects across all unit
         coefficients of all classes).
@@ -181,6 +182,10 @@ def class_coefficients(refit: Any, cls: Any, *, correction: str = "holm") -> pd.
     table = coefficient_table(refit)
     classes = list(dict.fromkeys(table["class"].astype(str)))
     key = str(cls)
+    if key not in classes and hasattr(refit, "coefficient_table"):
+        # the reference parametrization's baseline: read every class from the centred table
+        table = refit.coefficient_table("sum_to_zero")
+        classes = list(dict.fromkeys(table["class"].astype(str)))
     if key not in classes:
         raise KeyError(
             f"class {cls!r} has no coefficients in the refit (classes: {classes}). In the "
