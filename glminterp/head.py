@@ -328,26 +328,31 @@ def detect_head(
     # The head's input layer: the latest module (before the head) whose output is the head's
     # input, or whose spatial mean is (global average pooling -> CAM is defined).
     x_in = head_inputs[0].reshape(head_inputs[0].shape[0], -1).double()
-    input_layer, gap = None, False
+    input_layer, gap, glue = None, False, None
     for name, module, _, out in reversed(records[:head_idx]):
         if not isinstance(out, torch.Tensor) or out.shape[0] != x_in.shape[0]:
             continue
+        flat = out.reshape(out.shape[0], -1)
+        same = flat.shape == x_in.shape and torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7)
+        if isinstance(module, _GLUE):
+            if same and glue is None and out.dim() == 2:
+                glue = name  # the latest 2-D pass-through of the head's exact input
+            continue  # pooling/flatten glue: the units are owned by a layer further back
         if out.dim() == 4 and out.shape[1] == x_in.shape[1] and out.shape[2] * out.shape[3] > 1:
             if torch.allclose(out.double().mean(dim=(2, 3)), x_in, rtol=1e-5, atol=1e-6):
                 input_layer, gap = name, True  # the latest 4D map whose mean feeds the head
-                break
-        if out.reshape(out.shape[0], -1).shape == x_in.shape and isinstance(module, _GLUE):
-            continue  # pooling/flatten glue: look further back for the layer that owns units
-        if out.reshape(out.shape[0], -1).shape == x_in.shape and torch.allclose(
-            out.reshape(out.shape[0], -1).double(), x_in, rtol=1e-6, atol=1e-7
-        ):
-            input_layer = name
-            break
+        elif same:
+            # a 4-D map flattened into the head: its regressors are the flattened cells
+            input_layer = name if out.dim() == 2 or glue is None else glue
+        break  # the first real layer before the head either feeds it or the trace is lost
+    if input_layer is None and glue is not None:
+        input_layer = glue  # e.g. Flatten -> Linear: a GLM on the (flattened) model input
     if input_layer is None:
         raise HeadError(
             f"Could not trace the input of head {head_name!r} to a named module: it is computed "
-            "by a functional op in forward(). Wrap that op in an nn.Module (e.g. nn.Flatten, "
-            "nn.AdaptiveAvgPool2d, the activation) so its output can be recorded."
+            "by a functional op in forward() (or the head reads the raw input). Wrap that op in "
+            "an nn.Module (e.g. nn.Flatten, nn.AdaptiveAvgPool2d, the activation) so its output "
+            "can be recorded."
         )
     w = head_module.weight.detach().to("cpu", torch.float64).numpy().copy()
     b = (

@@ -86,3 +86,24 @@ def test_head_params_are_shift_invariant(mlp_digits, digits):
     with pytest.raises(ValueError, match="parametrization"):
         h.params("treatment")
     assert gi.Head.from_dict(h.to_dict()).params("reference").tolist() == h.params("reference").tolist()
+
+
+def test_head_input_through_flatten_glue():
+    torch.manual_seed(0)
+    x = torch.randn(6, 1, 4, 4)
+    logistic = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    h = detect_head(logistic, x)
+    assert (h.input_layer, h.gap, h.n_inputs) == ("0", False, 16)
+    acts = gi.extract_activations(logistic, x, progress=False)
+    np.testing.assert_allclose(acts.head_features().to_numpy(), x.reshape(6, -1).numpy())
+    # conv maps flattened into the head (no GAP): the regressors are the flattened cells
+    flat_cnn = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    h2 = detect_head(flat_cnn, x)
+    assert (h2.input_layer, h2.gap) == ("2", False)
+    acts2 = gi.extract_activations(flat_cnn, x, progress=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            acts2.head_features().to_numpy(), flat_cnn[:3](x).numpy(), rtol=1e-6, atol=1e-7
+        )
+    with pytest.raises(HeadError, match="raw input"):
+        detect_head(nn.Sequential(nn.Linear(5, 3)), torch.randn(4, 5))
