@@ -334,14 +334,19 @@ def detect_head(
             continue
         flat = out.reshape(out.shape[0], -1)
         same = flat.shape == x_in.shape and torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7)
+        if (
+            out.dim() == 4
+            and out.shape[1] == x_in.shape[1]
+            and out.shape[2] * out.shape[3] > 1
+            and torch.allclose(out.double().mean(dim=(2, 3)), x_in, rtol=1e-5, atol=1e-6)
+        ):
+            input_layer, gap = name, True  # the latest 4D map whose mean feeds the head
+            break
         if isinstance(module, _GLUE):
             if same and glue is None and out.dim() == 2:
                 glue = name  # the latest 2-D pass-through of the head's exact input
             continue  # pooling/flatten glue: the units are owned by a layer further back
-        if out.dim() == 4 and out.shape[1] == x_in.shape[1] and out.shape[2] * out.shape[3] > 1:
-            if torch.allclose(out.double().mean(dim=(2, 3)), x_in, rtol=1e-5, atol=1e-6):
-                input_layer, gap = name, True  # the latest 4D map whose mean feeds the head
-        elif same:
+        if same:
             # a 4-D map flattened into the head: its regressors are the flattened cells
             input_layer = name if out.dim() == 2 or glue is None else glue
         break  # the first real layer before the head either feeds it or the trace is lost
