@@ -103,6 +103,84 @@ def write_parquet_shards(
     return [folder / nm for nm in names]
 
 
+def extract_to_shards(
+    model,
+    data,
+    folder: str | Path,
+    *,
+    rows_per_shard: int = 10_000,
+    label: str = "label",
+    progress: bool = True,
+    **extract_kwargs,
+) -> dict[str, list[Path]]:
+    """Stream the head's regressors to Parquet shards, one folder per split, chunk by chunk.
+
+    Extraction runs on ``rows_per_shard`` rows at a time, so memory is bounded by one chunk
+    however large the data set; the GLM refit then reads the shards with
+    :func:`fit_multinomial_parquet` / :func:`fit_binomial_parquet` (e.g. on
+    ``folder / "refit"``) or :func:`dask_arrays_from_parquet`.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : LabeledImages
+        With splits attached (:meth:`~glminterp.data.LabeledImages.with_splits`), or without
+        (everything goes to ``folder / "all"``).
+    folder : path
+        Written atomically: ``<split>/part-00000.parquet, ...`` with the regressors, the
+        ``label`` column and ``obs.sample_id``; ``head.json`` describes the head.
+    rows_per_shard : int
+    label : str
+    progress : bool
+        One progress bar over chunks.
+    **extract_kwargs
+        Passed to :func:`glminterp.extract_activations` (``batch_size``, ``head``, ``link``).
+
+    Returns
+    -------
+    dict of split name to list of Path
+    """
+    import json
+
+    from tqdm.auto import tqdm
+
+    from glminterp.activations import extract_activations
+    from glminterp.data import LabeledImages
+
+    if not isinstance(data, LabeledImages):
+        raise TypeError(
+            f"data must be a LabeledImages (sliceable, with ids); got {type(data).__name__}."
+        )
+    if int(rows_per_shard) < 1:
+        raise ValueError(f"rows_per_shard must be a positive integer, got {rows_per_shard}.")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    written: dict[str, list[str]] = {}
+    head = None
+    starts = range(0, len(data), int(rows_per_shard))
+    for start in tqdm(starts, desc="extract to shards", disable=not progress):
+        chunk = data.subset(np.arange(start, min(start + int(rows_per_shard), len(data))))
+        acts = extract_activations(model, chunk, progress=False, **extract_kwargs)
+        head = acts.head
+        df = acts.head_features().reset_index(drop=True)
+        df[label] = acts.obs["label"].to_numpy(dtype=np.int64)
+        df["obs.sample_id"] = acts.obs.index.to_numpy()
+        for name, part in df.groupby(acts.obs["split"].to_numpy(), sort=True):
+            (tmp / name).mkdir(exist_ok=True)
+            fname = f"part-{len(written.setdefault(name, [])):05d}.parquet"
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / name / fname)
+            written[name].append(fname)
+    (tmp / "head.json").write_text(json.dumps(head.to_dict(), sort_keys=True))
+    replace_dir(tmp, folder)
+    return {name: [folder / name / f for f in files] for name, files in written.items()}
+
+
 def shard_files(source: str | Path | Sequence[str | Path]) -> list[Path]:
     """The Parquet files of ``source`` (a folder, one file, or a list of files), sorted."""
     if isinstance(source, (str, Path)):
