@@ -18,22 +18,42 @@ channels, then take the norm) is the slow reference used by the tests.
 The simultaneous threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` with
 ``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e. ``a(u)' (beta* - beta_hat) / SE(u)``
 with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``.
+
+Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`): the
+factors of all classes are stacked so that one product per image chunk gives every class's
+``v``, and the five fields and the interpolation run for all classes at once (same algebra,
+equal to the per-class loop to rounding). With it, the per-class loop below is kept as is, so
+the seeded draws and thresholds do not change.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 # image chunks: the feature-resolution factor channels of one class (float64) ...
 _SE_CHUNK_BYTES = 32 * 2**20
 # ... and the (images, draws, locations) float32 block of the simulation, sized to stay in cache
 _SIM_CHUNK_BYTES = 8 * 2**20
+# ... and the factor channels of all classes at once (fast path), sized to stay in L2
+_SE_ALL_CHUNK_BYTES = 2**20
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    """Built once: scanning the loaded libraries costs milliseconds per call."""
+    return ThreadpoolController()
+
+
+def _one_blas_thread() -> Any:
+    """Context limiting BLAS to one thread (tiny matrices: threads only contend)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -137,6 +157,99 @@ def _sim_max_abs_z(
     return zs.abs_().amax(dim=2)
 
 
+def _all_class_se_z(
+    cells: np.ndarray,
+    factors: list[np.ndarray],
+    raw: np.ndarray,
+    wy: tuple[np.ndarray, np.ndarray],
+    wx: tuple[np.ndarray, np.ndarray],
+    crit: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SE, z and pointwise mask of all classes at once (the path without simulation).
+
+    Same algebra as :func:`quadratic_upsample`, batched over classes: the factors are stacked
+    (zero rows pad every rank to the largest, adding exact zeros to the inner products), so
+    ``v = R a_i`` of all classes is one product per image chunk; the five neighbour fields are
+    pad-free shifted slices reduced by ``einsum`` (no product temporaries); and the
+    interpolation is ``[y0 y1] [[d, e], [f, (g + a) / 2]] [x0 x1]'``, written straight into
+    the ``(N, C, H, W)`` output. NumPy throughout: for these small products and elementwise
+    steps it is faster than torch; call it under a one-thread BLAS limit.
+
+    Parameters
+    ----------
+    cells : ndarray, shape (p + 1, N, h, w)
+        Channels first (the intercept share, then the feature maps), float64, contiguous.
+    factors : list of ndarray
+        ``R_c`` (r_c, p + 1) per class.
+    raw : ndarray, shape (N, C, H, W)
+    wy, wx : pairs of ndarrays
+        :func:`quadratic_weights` of the interpolation matrices.
+    crit : float
+        Pointwise critical value.
+
+    Returns
+    -------
+    se, z : ndarray, shape (N, C, H, W)
+    mask : ndarray of bool, shape (N, C, H, W)
+        ``|z| > crit``.
+    """
+    k, n, h, w = cells.shape
+    n_cls = raw.shape[1]
+    r = max(f.shape[0] for f in factors)
+    fac = np.zeros((n_cls, r, k))
+    for i, f in enumerate(factors):
+        fac[i, : f.shape[0]] = f
+    fac = fac.reshape(n_cls * r, k)
+    y_cat = np.concatenate(wy, axis=1)  # (H, 2h - 1)
+    x_cat_t = np.ascontiguousarray(np.concatenate(wx, axis=1).T)  # (2w - 1, W)
+    se, z = np.empty(raw.shape), np.empty(raw.shape)
+    mask = np.empty(raw.shape, dtype=bool)
+    per = max(1, min(n, _SE_ALL_CHUNK_BYTES // (8 * h * w * n_cls * r)))
+    flat = cells.reshape(k, n * h * w)
+    v_buf = np.empty((n_cls * r, per * h * w))
+    # neighbour pairs as flat shifts within a chunk: (0,0), (0,1), (1,0), (1,1), (1,-1); pairs
+    # that wrap to the next row or image, or run past the end, are sliced off below
+    shifts = [0] + ([1] if w > 1 else []) + ([w, w + 1, w - 1] if h > 1 and w > 1 else
+                                               [w] if h > 1 else [])
+    f_buf = np.empty((5, n_cls, per * h * w))
+    blk_buf = np.empty((per, n_cls, 2 * h - 1, 2 * w - 1))
+    tmp = np.empty((per, *raw.shape[1:]))
+    for s in range(0, n, per):
+        b = min(per, n - s)
+        m = b * h * w
+        v = np.matmul(fac, flat[:, s * h * w : s * h * w + m], out=v_buf[:, :m])
+        v = v.reshape(n_cls, r, m)
+        fields = f_buf[:, :, :m]
+        for i, sh in enumerate(shifts):  # one long inner loop per (class, rank) pair
+            np.einsum("crm,crm->cm", v[:, :, : m - sh], v[:, :, sh:], out=fields[i, :, : m - sh])
+        fields = fields.reshape(5, n_cls, b, h, w).transpose(0, 2, 1, 3, 4)  # (5, b, C, h, w)
+        # block matrix [[d, e], [f, (g + anti) / 2]] of every image and class
+        blk = blk_buf[:b]
+        blk[:, :, :h, :w] = fields[0]
+        if w > 1:
+            blk[:, :, :h, w:] = fields[1, ..., :-1]
+        if h > 1 and w > 1:
+            # anti(y, x) = v(y, x + 1)' v(y + 1, x): the shift w - 1 pair starting at x + 1
+            np.add(fields[3, ..., :-1, :-1], fields[4, ..., :-1, 1:], out=blk[:, :, h:, w:])
+            blk[:, :, h:, w:] /= 2
+        if h > 1:
+            blk[:, :, h:, :w] = fields[2 if w > 1 else 1, ..., :-1, :]
+        # x first (one folded product), then y straight into the output
+        rows = np.matmul(blk, x_cat_t)
+        out, zc = se[s : s + b], z[s : s + b]
+        np.matmul(y_cat, rows, out=out)
+        low = out.min()
+        if not low >= 0:  # rounding can leave tiny negative squares (NaN stays NaN)
+            np.maximum(out, 0.0, out=out)
+        np.sqrt(out, out=out)
+        with np.errstate(divide="ignore", invalid="ignore"):  # SE 0: z fixed just below
+            np.divide(raw[s : s + b], out, out=zc)
+        if not low > 0:  # no SE, no z (0 by convention)
+            zc[out <= 0] = 0.0
+        np.greater(np.abs(zc, out=tmp[:b]), crit, out=mask[s : s + b])
+    return se, z, mask
+
+
 def uncertainty(
     acts: torch.Tensor,
     covs: np.ndarray,
@@ -176,25 +289,34 @@ def uncertainty(
     """
     n, p, h, w = acts.shape
     n_cls = len(class_ids)
-    with threadpool_limits(1, user_api="blas"):  # tiny matrices: threads only contend
-        factors = [torch.from_numpy(sqrt_factor(c)) for c in covs]
     uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
     wy, wx = quadratic_weights(uy), quadratic_weights(ux)
+    crit = float(stats.norm.ppf(1 - alpha / 2))
+    if not simultaneous:
+        # all classes at once; the simulation below keeps its per-class path and seeded draws
+        aug = np.empty((p + 1, n, h, w))  # channels first, images next: cells are columns
+        aug[0] = share
+        aug[1:] = acts.permute(1, 0, 2, 3).numpy()
+        quad = [tuple(t.numpy() for t in pair) for pair in (wy, wx)]
+        with _one_blas_thread():
+            factors = [sqrt_factor(c) for c in covs]
+            se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)
+        return {"se": se, "z": z, "mask_pointwise": mask_p, "pointwise_threshold": crit}
+    with _one_blas_thread():
+        factors = [torch.from_numpy(sqrt_factor(c)) for c in covs]
     # channels last, cells flattened: v = R_c a_i is then one matrix product per class
     cells = acts.permute(0, 2, 3, 1).reshape(n * h * w, p)
-    crit = float(stats.norm.ppf(1 - alpha / 2))
     raw_t = torch.from_numpy(raw)
     se, z = torch.empty_like(raw_t), torch.empty_like(raw_t)
     mask_p = torch.empty(raw_t.shape, dtype=torch.bool)
-    mask_s = torch.empty(raw_t.shape, dtype=torch.bool) if simultaneous else None
+    mask_s = torch.empty(raw_t.shape, dtype=torch.bool)
     thr = np.full((n, n_cls), np.nan)
     per_se = max(1, _SE_CHUNK_BYTES // (8 * h * w * max(f.shape[0] for f in factors)))
     per_sim = max(1, _SIM_CHUNK_BYTES // (4 * n_sim * size[0] * size[1]))
     for i, (j, fac) in enumerate(zip(class_ids, factors)):
         r = fac.shape[0]
-        if simultaneous:  # one seeded stream per class column
-            gen = np.random.default_rng([seed, j])
-            draws = torch.from_numpy(gen.standard_normal((n_sim, r))).float()
+        gen = np.random.default_rng([seed, j])  # one seeded stream per class column
+        draws = torch.from_numpy(gen.standard_normal((n_sim, r))).float()
         for s in range(0, n, per_se):
             v = torch.matmul(cells[s * h * w : (s + per_se) * h * w], fac[:, 1:].T)
             if share:
@@ -208,19 +330,14 @@ def uncertainty(
             se[s : s + b, i], z[s : s + b, i] = se_c, z_c
             z_c.abs_()
             mask_p[s : s + b, i] = z_c > crit
-            if simultaneous:
-                zmax = torch.cat([
-                    _sim_max_abs_z(v[t : t + per_sim], se_c[t : t + per_sim], uy, ux, draws)
-                    for t in range(0, b, per_sim)
-                ])
-                q = torch.quantile(zmax.double(), 1 - alpha, dim=1)
-                thr[s : s + b, i] = q.numpy()
-                mask_s[s : s + b, i] = z_c > q[:, None, None]
-    out: dict[str, Any] = {
+            zmax = torch.cat([
+                _sim_max_abs_z(v[t : t + per_sim], se_c[t : t + per_sim], uy, ux, draws)
+                for t in range(0, b, per_sim)
+            ])
+            q = torch.quantile(zmax.double(), 1 - alpha, dim=1)
+            thr[s : s + b, i] = q.numpy()
+            mask_s[s : s + b, i] = z_c > q[:, None, None]
+    return {
         "se": se.numpy(), "z": z.numpy(), "mask_pointwise": mask_p.numpy(),
-        "pointwise_threshold": crit,
+        "pointwise_threshold": crit, "sim_threshold": thr, "mask_simultaneous": mask_s.numpy(),
     }
-    if simultaneous:
-        out["sim_threshold"] = thr
-        out["mask_simultaneous"] = mask_s.numpy()
-    return out

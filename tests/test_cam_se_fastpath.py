@@ -101,3 +101,58 @@ def test_chunking_does_not_change_results(monkeypatch):
     many = class_activation_maps(model, x, **kw)
     np.testing.assert_array_equal(one.sim_threshold, many.sim_threshold)
     np.testing.assert_allclose(one.se, many.se, rtol=1e-12)
+
+
+def _covs(rng: np.random.Generator, p: int, n_cls: int, rank: tuple[int, ...]) -> np.ndarray:
+    root = rng.normal(size=(n_cls, p + 1, p + 1))
+    for c, rk in enumerate(rank):
+        root[c, :, rk:] = 0.0  # covariance of rank rk (0: no uncertainty at all)
+    return root @ root.transpose(0, 2, 1) * 0.1
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+@pytest.mark.parametrize(("lo", "hi"), [((5, 3), (17, 11)), ((1, 4), (5, 11)), ((3, 1), (9, 2)),
+                                        ((4, 4), (4, 4)), ((6, 5), (4, 3))])
+def test_all_class_fast_path_equals_direct(share, lo, hi):
+    # unequal ranks (zero-row padding), a zero covariance (SE 0 -> z 0), thin maps, downsampling
+    p, n = 4, 5
+    rng = np.random.default_rng(sum(lo) * 7 + sum(hi) + int(share))
+    acts = torch.from_numpy(rng.normal(size=(n, p, *lo)))
+    covs = _covs(rng, p, 4, (p + 1, 2, 0, 3))
+    raw = rng.normal(size=(n, 4, *hi))
+    out = cu.uncertainty(acts, covs, [0, 1, 2, 3], raw, share, hi, 0.1, False, 0, 0)
+    for c in range(4):
+        fac = torch.from_numpy(cu.sqrt_factor(covs[c]))
+        v = torch.einsum("rk,nkhw->nhwr", fac[:, 1:], acts) + share * fac[:, 0]
+        se = cu.direct_upsampled_se(v, hi).numpy()
+        np.testing.assert_allclose(out["se"][:, c], se, rtol=1e-10, atol=1e-300)
+    assert (out["se"][:, 2] == 0).all() and (out["z"][:, 2] == 0).all()
+    assert not out["mask_pointwise"][:, 2].any()
+    live = out["se"] > 0
+    np.testing.assert_allclose(out["z"][live], raw[live] / out["se"][live], rtol=1e-15)
+    crit = 1.6448536269514722  # z_{0.95}
+    assert out["pointwise_threshold"] == pytest.approx(crit, rel=1e-12)
+    np.testing.assert_array_equal(out["mask_pointwise"], np.abs(out["z"]) > crit)
+    assert 0 < out["mask_pointwise"].mean() < 1
+
+
+def test_fast_path_equals_simultaneous_path_and_chunking(monkeypatch):
+    # SE / z / masks without simulation (all classes at once) versus the per-class loop
+    p, n = 6, 9
+    rng = np.random.default_rng(11)
+    acts = torch.from_numpy(np.abs(rng.normal(size=(n, p, 5, 4))))
+    covs = _covs(rng, p, 3, (p + 1, 3, p + 1))
+    raw = rng.normal(size=(n, 3, 15, 12))
+    args = (acts, covs, [2, 0, 1], raw, 1.0, (15, 12), 0.05)
+    fast = cu.uncertainty(*args, False, 50, 3)
+    slow = cu.uncertainty(*args, True, 50, 3)
+    assert set(fast) == {"se", "z", "mask_pointwise", "pointwise_threshold"}
+    for key in ("se", "z"):
+        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12)
+        assert fast[key].dtype == np.float64 and fast[key].flags.c_contiguous
+    np.testing.assert_array_equal(fast["mask_pointwise"], slow["mask_pointwise"])
+    monkeypatch.setattr(cu, "_SE_ALL_CHUNK_BYTES", 1)  # one image per chunk
+    one = cu.uncertainty(*args, False, 50, 3)
+    np.testing.assert_allclose(one["se"], fast["se"], rtol=1e-12)
+    np.testing.assert_allclose(one["z"], fast["z"], rtol=1e-12)
+    np.testing.assert_array_equal(one["mask_pointwise"], fast["mask_pointwise"])
