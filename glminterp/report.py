@@ -549,7 +549,7 @@ def add_refit_sections(
     Works from saved results only (the tidy coefficient table and the ``fit.json`` record), so
     ``glminterp report`` can rebuild these sections without the fitted model.
     """
-    from glminterp.plots import report as plots
+    from glminterp.plots import refit as refit_plots
 
     fit = dict(fit)
     alpha = float(fit.get("alpha") or 0.05)
@@ -618,13 +618,13 @@ def add_refit_sections(
         rb.table("coefficients", ut, caption="Per-unit joint Wald test (does the unit matter for "
                  "any class?)", max_rows=table_rows)
 
-    rb.figure("forest", plots.coefficient_forest(coef, top=top, alpha=alpha), "forest",
+    rb.figure("forest", refit_plots.forest_plot(coef, top=top, alpha=alpha), "forest",
               caption=f"Top {top} unit coefficients by |z| with {100 * (1 - alpha):g}% CIs; "
               "red: significant after Holm correction.")
-    rb.figure("heatmap", plots.z_heatmap(coefficients), "z_heatmap",
+    rb.figure("heatmap", refit_plots.z_heatmap(coefficients), "z_heatmap",
               caption="Wald z of every unit coefficient, per class.")
     if "network_weight" in coef.columns and coef["network_weight"].notna().any():
-        rb.figure("agreement", plots.weights_vs_coefficients(coefficients), "weights_vs_coef",
+        rb.figure("agreement", refit_plots.network_vs_glm(coefficients), "weights_vs_coef",
                   caption="Each point is one (class, unit); bars are the GLM's CIs.")
     else:
         rb.note("agreement", "Network weights are not available for this refit.")

@@ -1,0 +1,66 @@
+"""Per-unit likelihood-ratio tests against independent statsmodels fits."""
+
+import warnings
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from scipy import stats
+from test_glm_synth import make_acts, simulate_multinomial
+
+import glminterp as gi
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    # full (p + 1, K) coefficients, intercept first; unit 1 (row 2) has no effect on any class
+    coef = np.array([[0.2, -0.1, 0.0], [0.8, -0.6, 0.0], [0.0, 0.0, 0.0], [-0.5, 0.4, 0.9]])
+    x, y = simulate_multinomial(rng, 700, coef)
+    return x, y
+
+
+def test_multinomial_lr_equals_statsmodels_reduced_fits(data):
+    x, y = data
+    res = gi.refit_output_layer(make_acts(x, y), progress=False)
+    lr = res.unit_lr_tests()
+    x1 = sm.add_constant(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = sm.MNLogit(y, x1).fit(method="newton", maxiter=100, disp=0).llf
+        for j in range(x.shape[1]):
+            red = sm.MNLogit(y, np.delete(x1, j + 1, axis=1)).fit(method="newton", maxiter=100, disp=0)
+            stat = 2 * (full - red.llf)
+            row = lr.iloc[j]
+            assert row["df"] == 2 and row["converged"]
+            np.testing.assert_allclose(row["statistic"], stat, rtol=1e-7)
+            np.testing.assert_allclose(row["p"], stats.chi2.sf(stat, 2), rtol=1e-6)
+    # the null unit is not significant, the others are; under the null LR and Wald agree
+    # (for strong effects the Wald statistic is the smaller one: its SE grows with the effect)
+    assert lr["p"].iloc[1] > 0.05 and (lr["p"].iloc[[0, 2]] < 1e-3).all()
+    wald = res.unit_tests["statistic"].to_numpy()
+    assert abs(lr["statistic"].iloc[1] - wald[1]) < 0.1
+    assert (lr["statistic"].iloc[[0, 2]].to_numpy() > wald[[0, 2]]).all()
+    assert lr["p_holm"].ge(lr["p"]).all()
+
+
+def test_per_output_lr_sums_binomial_fits(data):
+    x, y = data
+    res = gi.refit_output_layer(make_acts(x, y), family="ovr", progress=False)
+    lr = res.unit_lr_tests()
+    x1 = sm.add_constant(x)
+    stat = 0.0
+    for k in range(3):
+        yk = (y == k).astype(float)
+        full = sm.Logit(yk, x1).fit(disp=0).llf
+        red = sm.Logit(yk, np.delete(x1, 3, axis=1)).fit(disp=0).llf
+        stat += 2 * (full - red)
+    np.testing.assert_allclose(lr["statistic"].iloc[2], stat, rtol=1e-6)
+    assert lr["df"].iloc[2] == 3
+
+
+def test_lr_refuses_remedies_and_gaussian(data):
+    x, y = data
+    res = gi.refit_output_layer(make_acts(x, y), remedy="ridge", progress=False)
+    with pytest.raises(ValueError, match="unit_lr_tests needs"):
+        res.unit_lr_tests()
