@@ -439,12 +439,16 @@ _FIT_KEYS: tuple[str, ...] = (
 )
 
 
+_MAX_LR_UNITS = 64
+
+
 def refit_fit_record(refit) -> dict:
     """Everything about a refit that belongs in ``fit.json``: statistics, tests, diagnostics.
 
-    Reads the :class:`glminterp.glm.RefitResult` public attributes that exist (``fit_stats``
-    or similar mappings, ``agreement_test``, ``diagnostics``, ``unit_tests``, ``dropped_units``)
-    and converts them to JSON types. Timings are never included.
+    Reads the :class:`glminterp.glm.RefitResult` public attributes that apply to this result
+    (``fit_stats``, ``agreement_test``, ``diagnostics``, ``unit_tests``, ``unit_lr_tests`` for
+    heads of at most 64 units, ``separation``, ``remedy``, ``dropped_units``) and converts them
+    to JSON types. Timings are never included.
     """
     rec: dict = {
         "family": getattr(refit, "family", None),
@@ -454,25 +458,19 @@ def refit_fit_record(refit) -> dict:
         "terms": list(getattr(refit, "terms", ())),
         "n_obs": getattr(refit, "n_obs", None),
     }
-    for name in ("fit_stats", "fit_statistics", "statistics", "model_fit"):
+    for key, name in (("fit", "fit_stats"), ("agreement", "agreement_test"),
+                      ("diagnostics", "diagnostics")):
         val = _safe_attr(refit, name)
         if val is not None:
-            rec["fit"] = _as_mapping(val)
-            break
-    for name in ("agreement_test", "agreement"):
-        val = _safe_attr(refit, name)
-        if val is not None:
-            rec["agreement"] = _as_mapping(val)
-            break
-    for name in ("diagnostics",):
-        val = _safe_attr(refit, name)
-        if val is not None:
-            rec["diagnostics"] = _as_mapping(val)
-    for name in ("unit_tests", "unit_wald", "unit_wald_tests"):
-        val = _safe_attr(refit, name)
-        if isinstance(val, pd.DataFrame):
-            rec["unit_tests"] = val
-            break
+            rec[key] = _as_mapping(val)
+    val = _safe_attr(refit, "unit_tests")
+    if isinstance(val, pd.DataFrame):
+        rec["unit_tests"] = val
+    if len(getattr(refit, "units", ())) <= _MAX_LR_UNITS:
+        # one refit per unit: affordable for the report's small heads, skipped for wide ones
+        lr = _safe_attr(refit, "unit_lr_tests")
+        if isinstance(lr, pd.DataFrame):
+            rec["unit_lr_tests"] = lr
     sep = _safe_attr(refit, "separation")
     if isinstance(sep, pd.DataFrame):
         rec["separation"] = sep
@@ -493,11 +491,12 @@ def refit_fit_record(refit) -> dict:
 
 
 def _safe_attr(obj, name: str):
+    """``obj.name`` (called if a method), or None where it does not apply to this result."""
     try:
         val = getattr(obj, name)
-    except (AttributeError, NotImplementedError, ValueError, TypeError, KeyError):
+        return val() if callable(val) and not isinstance(val, pd.DataFrame) else val
+    except (AttributeError, ValueError, TypeError, KeyError):
         return None
-    return val() if callable(val) and not isinstance(val, pd.DataFrame) else val
 
 
 def _as_mapping(val):
@@ -617,6 +616,11 @@ def add_refit_sections(
         ut = pd.DataFrame(unit_tests)
         rb.table("coefficients", ut, caption="Per-unit joint Wald test (does the unit matter for "
                  "any class?)", max_rows=table_rows)
+    unit_lr = fit.get("unit_lr_tests")
+    if unit_lr:
+        rb.table("coefficients", pd.DataFrame(unit_lr), caption="Per-unit likelihood-ratio test "
+                 "(refit without the unit; preferred to Wald when events per parameter are few)",
+                 max_rows=table_rows)
 
     rb.figure("forest", refit_plots.forest_plot(coef, top=top, alpha=alpha), "forest",
               caption=f"Top {top} unit coefficients by |z| with {100 * (1 - alpha):g}% CIs; "

@@ -64,3 +64,16 @@ def test_lr_refuses_remedies_and_gaussian(data):
     res = gi.refit_output_layer(make_acts(x, y), remedy="ridge", progress=False)
     with pytest.raises(ValueError, match="unit_lr_tests needs"):
         res.unit_lr_tests()
+
+
+def test_fit_record_carries_lr_tests_where_they_apply(data):
+    from glminterp.report import refit_fit_record
+
+    x, y = data
+    res = gi.refit_output_layer(make_acts(x, y), progress=False)
+    rec = refit_fit_record(res)
+    got = [row["statistic"] for row in rec["unit_lr_tests"]]
+    # fit.json keeps 8 significant digits (byte-identical reruns)
+    np.testing.assert_allclose(got, res.unit_lr_tests()["statistic"], rtol=1e-7)
+    ridge = gi.refit_output_layer(make_acts(x, y), remedy="ridge", progress=False)
+    assert "unit_lr_tests" not in refit_fit_record(ridge)
