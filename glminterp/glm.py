@@ -224,6 +224,22 @@ def _converged(res) -> bool:
     return bool(getattr(res, "converged", True))
 
 
+def _reduced_fits(multi: bool, y: np.ndarray, x: np.ndarray, start: np.ndarray | None) -> list:
+    """ML fits of the design ``x`` (one multinomial, or one binomial GLM per output)."""
+    if multi:
+        s0 = None if start is None else start.ravel(order="F")
+        return [_fit_multinomial(y, x, "nonrobust", None, 100, start=s0)]
+    return [
+        _fit_glm(y[:, o], x, "binomial", "nonrobust", None, 100,
+                 start=None if start is None else start[:, o])
+        for o in range(y.shape[1])
+    ]
+
+
+def _all_good(fits: list) -> bool:
+    return all(np.isfinite(r.llf) and _converged(r) for r in fits)
+
+
 def _check_fit(res, label: str, on_separation: str) -> None:
     params, bse = np.asarray(res.params), np.asarray(res.bse)
     finite = np.isfinite(params).all() and np.isfinite(bse).all()
@@ -1356,14 +1372,13 @@ class RefitResult:
         rows = []
         for j, unit in enumerate(self._terms[1:], start=1):
             xr, start = np.delete(x, j, axis=1), np.delete(b, j, axis=0)
-            if multi:
-                fits = [_fit_multinomial(y, xr, "nonrobust", None, 100, start=start.ravel(order="F"))]
-            else:
-                fits = [
-                    _fit_glm(y[:, o], xr, "binomial", "nonrobust", None, 100, start=start[:, o])
-                    for o in range(b.shape[1])
-                ]
-            ok = all(_converged(r) and np.isfinite(r.llf) for r in fits)
+
+            # the full fit's estimate without the unit is usually close to the reduced MLE;
+            # with large coefficients it can overflow, then start from statsmodels' default
+            fits = _reduced_fits(multi, y, xr, start)
+            if not _all_good(fits):
+                fits = _reduced_fits(multi, y, xr, None)
+            ok = _all_good(fits)
             stat = 2.0 * (full - sum(float(r.llf) for r in fits)) if ok else np.nan
             df = b.shape[1]
             rows.append({"unit": unit, "statistic": max(stat, 0.0) if ok else np.nan, "df": df,

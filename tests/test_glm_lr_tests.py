@@ -77,3 +77,23 @@ def test_fit_record_carries_lr_tests_where_they_apply(data):
     np.testing.assert_allclose(got, res.unit_lr_tests()["statistic"], rtol=1e-7)
     ridge = gi.refit_output_layer(make_acts(x, y), remedy="ridge", progress=False)
     assert "unit_lr_tests" not in refit_fit_record(ridge)
+
+
+def test_reduced_fits_fall_back_to_a_cold_start_when_the_warm_one_fails():
+    from glminterp.glm import _all_good, _reduced_fits
+
+    rng = np.random.default_rng(3)
+    coef = np.array([[0, 0, 0], [1, -1, 0], [0.5, 0.5, -1], [-1, 0, 1]]) * 5.0  # strong units
+    x, y = simulate_multinomial(rng, 400, coef)
+    res = gi.refit_output_layer(make_acts(x, y), progress=False)
+    # dropping a strong unit from the full estimate overflows statsmodels' Newton ...
+    warm = _reduced_fits(True, y, np.delete(sm.add_constant(x), 1, axis=1),
+                         np.delete(res.params().to_numpy(), 1, axis=0))
+    assert not _all_good(warm)
+    # ... yet every reduced fit converges (cold start) and matches an independent fit
+    lr = res.unit_lr_tests()
+    assert lr["converged"].all()
+    x1 = sm.add_constant(x)
+    full = sm.MNLogit(y, x1).fit(method="newton", maxiter=100, disp=0).llf
+    red = sm.MNLogit(y, np.delete(x1, 1, axis=1)).fit(method="newton", maxiter=100, disp=0).llf
+    np.testing.assert_allclose(lr["statistic"].iloc[0], 2 * (full - red), rtol=1e-7)
