@@ -23,6 +23,7 @@ per block (summed in a tree): choose blocks of at least a few thousand rows. See
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,6 +54,16 @@ from glminterp.engine import (
 
 
 # ============================================================================ Parquet shards
+def _staging_dir(folder: Path) -> Path:
+    """An empty temporary folder beside ``folder``, moved into place with ``replace_dir``."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
 def write_parquet_shards(
     data, folder: str | Path, rows_per_shard: int, *, label: str = "label"
 ) -> list[Path]:
@@ -85,13 +96,7 @@ def write_parquet_shards(
     else:
         raise TypeError(f"data must be Activations or a DataFrame, got {type(data).__name__}.")
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _staging_dir(folder)
     n = len(df)
     names = []
     for i, start in enumerate(range(0, max(n, 1), int(rows_per_shard))):
@@ -154,13 +159,7 @@ def extract_to_shards(
     if int(rows_per_shard) < 1:
         raise ValueError(f"rows_per_shard must be a positive integer, got {rows_per_shard}.")
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _staging_dir(folder)
     written: dict[str, list[str]] = {}
     head = None
     starts = range(0, len(data), int(rows_per_shard))
