@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchcam.methods as torchcam_methods  # noqa: E402 - test-only dependency
 
 from glminterp.cam import class_activation_maps
-
-torchcam_methods = pytest.importorskip("torchcam.methods")
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,8 @@ def test_activations_round_trip(mlp_digits_acts, tmp_path):
 
 
 def test_dask_local_cluster_equals_in_memory(shards, in_memory, frame):
-    distributed = pytest.importorskip("dask.distributed")
+    from dask import distributed
+
     with distributed.LocalCluster(
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster, distributed.Client(cluster) as client:
