@@ -225,19 +225,25 @@ def _converged(res) -> bool:
 
 
 def _reduced_fits(multi: bool, y: np.ndarray, x: np.ndarray, start: np.ndarray | None) -> list:
-    """ML fits of the design ``x`` (one multinomial, or one binomial GLM per output)."""
-    if multi:
-        s0 = None if start is None else start.ravel(order="F")
-        return [_fit_multinomial(y, x, "nonrobust", None, 100, start=s0)]
-    return [
-        _fit_glm(y[:, o], x, "binomial", "nonrobust", None, 100,
-                 start=None if start is None else start[:, o])
-        for o in range(y.shape[1])
-    ]
+    """ML fits of the design ``x`` (one multinomial, or one binomial GLM per output).
+
+    Returns an empty list when statsmodels fails outright (a singular Hessian on the way).
+    """
+    try:
+        if multi:
+            s0 = None if start is None else start.ravel(order="F")
+            return [_fit_multinomial(y, x, "nonrobust", None, 100, start=s0)]
+        return [
+            _fit_glm(y[:, o], x, "binomial", "nonrobust", None, 100,
+                     start=None if start is None else start[:, o])
+            for o in range(y.shape[1])
+        ]
+    except np.linalg.LinAlgError:
+        return []
 
 
 def _all_good(fits: list) -> bool:
-    return all(np.isfinite(r.llf) and _converged(r) for r in fits)
+    return bool(fits) and all(np.isfinite(r.llf) and _converged(r) for r in fits)
 
 
 def _check_fit(res, label: str, on_separation: str) -> None:

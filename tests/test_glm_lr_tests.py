@@ -97,3 +97,12 @@ def test_reduced_fits_fall_back_to_a_cold_start_when_the_warm_one_fails():
     full = sm.MNLogit(y, x1).fit(method="newton", maxiter=100, disp=0).llf
     red = sm.MNLogit(y, np.delete(x1, 1, axis=1)).fit(method="newton", maxiter=100, disp=0).llf
     np.testing.assert_allclose(lr["statistic"].iloc[0], 2 * (full - red), rtol=1e-7)
+
+
+def test_reduced_fit_that_fails_outright_is_not_good(data):
+    from glminterp.glm import _all_good, _reduced_fits
+
+    x, y = data
+    dup = np.column_stack([np.ones(len(y)), x[:, 0], x[:, 0]])  # singular Hessian
+    fits = _reduced_fits(True, y, dup, None)
+    assert not _all_good(fits)

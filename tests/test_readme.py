@@ -22,5 +22,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     res, cam = ns["res"], ns["cam"]
     assert (tmp_path / "acts.parquet").is_file()
     assert res.n_obs == 1500 and np.isfinite(res.coefficients["se"]).all()
+    lr = res.unit_lr_tests()
+    assert lr["converged"].all() and np.isfinite(lr["p"]).all()
     assert cam.maps.shape == cam.se.shape == (8, 10, 28, 28)
     assert np.isfinite(cam.z).all()
