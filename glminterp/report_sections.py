@@ -83,6 +83,24 @@ def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> Non
     xref = glm.cross_reference(top=3).merge(keep, on=["sample_id", "class"])
     rb.table("cam", xref, caption="Channels behind each map: top 3 by share of the positive "
              "mass, with their GLM inference (Holm-corrected)")
+    faithfulness_table(r, rb, images, {
+        "CAM (network)": net.for_targets(targets),
+        "CAM (GLM)": glm.for_targets(targets),
+        "CAM (Holm-significant channels only)": glm.significant_only("holm").for_targets(targets),
+    })
+
+
+def faithfulness_table(r: StudyResult, rb: ReportBuilder, images: LabeledImages,
+                       maps: dict[str, np.ndarray]) -> None:
+    """Deletion / insertion AUC and average drop / increase in confidence of each map."""
+    from glminterp.faithfulness import compare_faithfulness
+
+    table = compare_faithfulness(r.model, images, maps, images.labels.numpy())
+    r.extras["faithfulness"] = table
+    rb.table("cam", table.reset_index(), caption="Faithfulness of the maps on these images "
+             "(Petsiuk et al. 2018 deletion/insertion AUC: lower deletion and higher insertion "
+             "are better; Chattopadhyay et al. 2018 average drop / increase in confidence, as "
+             "fractions, as torchcam computes them)")
 
 
 def occlusion_panels(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:

@@ -99,6 +99,10 @@ def test_gap_cnn_study_end_to_end(tmp_path):
     glm_cam = res.extras["cam"]
     assert glm_cam.has_uncertainty and glm_cam.se.shape[-2:] == (28, 28)
     assert "SE" in cam and "Not available" not in html
+    faith = res.extras["faithfulness"]
+    assert list(faith.index) == ["CAM (network)", "CAM (GLM)", "CAM (Holm-significant channels only)"]
+    assert faith[["deletion_auc", "insertion_auc", "avg_drop"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert "Faithfulness of the maps" in cam
     assert res.activations.head.gap
 
 
