@@ -218,7 +218,7 @@ def _batches(
         data = (data, None, None)
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
         x, y = data[0], data[1]
-        ids = None if len(data) == 2 or data[2] is None else [str(i) for i in data[2]]
+        ids = None if len(data) == 2 or data[2] is None else np.asarray(data[2]).astype(str)
         n = x.shape[0]
         if y is not None and len(y) != n:
             raise ValueError(f"data: {n} inputs but {len(y)} labels.")
@@ -424,16 +424,21 @@ def extract_activations(
         if head_desc is not None and len(head_desc.classes) == k
         else [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
     )
-    obs = pd.DataFrame(index=index)
-    obs["label"] = (
-        pd.array(torch.cat(labels).numpy().astype(np.int64), dtype="Int64")
-        if have_labels
-        else pd.array([pd.NA] * n, dtype="Int64")
+    columns = {
+        "label": (
+            pd.array(torch.cat(labels).numpy().astype(np.int64), dtype="Int64")
+            if have_labels
+            else pd.array([pd.NA] * n, dtype="Int64")
+        ),
+        "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
+        "split": _split_column(split, info.get("split"), index),
+    }
+    # one constructor call: inserting column by column copies the frame each time
+    obs = pd.concat(
+        [pd.DataFrame(columns, index=index),
+         pd.DataFrame(probs, index=index, columns=[f"prob:{c}" for c in cls_names])],
+        axis=1,
     )
-    obs["pred"] = probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64)
-    obs["split"] = _split_column(split, info.get("split"), index)
-    for j, c in enumerate(cls_names):
-        obs[f"prob:{c}"] = probs[:, j]
 
     metadata = {
         "model_class": type(model).__name__,
