@@ -7,15 +7,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 from _glm_sim import relu_features
-from threadpoolctl import threadpool_limits
 
 from glminterp import engine as E
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

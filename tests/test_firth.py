@@ -8,17 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import optimize, stats
-from threadpoolctl import threadpool_limits
 
 from glminterp.firth import fit_firth
 
 FIX = Path(__file__).parent / "fixtures" / "r"
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 def _load(name):

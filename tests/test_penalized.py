@@ -7,16 +7,9 @@ import pytest
 import statsmodels.api as sm
 from _glm_sim import relu_features
 from scipy import optimize
-from threadpoolctl import threadpool_limits
 
 from glminterp import engine as E
 from glminterp.penalized import fit_pca, fit_ridge
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")

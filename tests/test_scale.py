@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from _glm_sim import relu_features
-from threadpoolctl import threadpool_limits
 
 import glminterp as gi
 from glminterp import engine as E
@@ -18,12 +17,6 @@ from glminterp.scale import (
     shard_files,
     write_parquet_shards,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="module")
