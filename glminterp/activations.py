@@ -274,12 +274,18 @@ def _apply_link(logits: torch.Tensor, link: str | None) -> torch.Tensor:
     return logits
 
 
-@functools.lru_cache(maxsize=1)
-def _package_versions() -> tuple[tuple[str, str], ...]:
+#: packages whose behaviour the exported numbers depend on
+CORE_PACKAGES: tuple[str, ...] = (
+    "glminterp", "torch", "numpy", "scipy", "pandas", "statsmodels", "pyarrow",
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _package_versions(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     import importlib.metadata as md
 
     out = []
-    for pkg in ("glminterp", "torch", "numpy", "scipy", "pandas", "statsmodels", "pyarrow"):
+    for pkg in packages:
         try:
             out.append((pkg, md.version(pkg)))
         except md.PackageNotFoundError:
@@ -287,9 +293,9 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of the packages whose behaviour the numbers depend on (read once per process)."""
-    return dict(_package_versions())
+def package_versions(packages: tuple[str, ...] = CORE_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``packages`` (read once per process and list)."""
+    return dict(_package_versions(tuple(packages)))
 
 
 # ------------------------------------------------------------------------------ extraction

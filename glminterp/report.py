@@ -150,18 +150,13 @@ def git_revision(path: str | Path | None = None) -> str | None:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages a report's numbers and figures depend on."""
-    import importlib.metadata as md
+    from glminterp.activations import CORE_PACKAGES
+    from glminterp.activations import package_versions as versions
 
-    out = {"python": platform.python_version()}
-    for pkg in (
-        "glminterp", "torch", "numpy", "scipy", "pandas", "statsmodels", "matplotlib",
-        "seaborn", "jinja2", "pyarrow",
-    ):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return {
+        "python": platform.python_version(),
+        **versions((*CORE_PACKAGES, "matplotlib", "seaborn", "jinja2")),
+    }
 
 
 def provenance(
