@@ -170,7 +170,7 @@ class RefitResult:
     @property
     def engine(self) -> str:
         """Which solver ran: ``"statsmodels"``, ``"fast"`` or ``"remedy:<name>"``."""
-        return self._diagnostics.get("engine", "statsmodels")
+        return self._fit.engine
 
     @property
     def converged(self) -> bool:
@@ -432,7 +432,7 @@ class RefitResult:
         raise ValueError(
             "unit_lr_tests needs a maximum-likelihood multinomial or binomial fit; "
             f"this result is family={self._family!r}, remedy={self._remedy!r}. Use "
-            "unit_tests (Wald), or the Firth result's penalized LR p-values in coefficients."
+            "unit_tests (Wald), or a penalized fit's own p-values in coefficients."
         )
 
     @property
