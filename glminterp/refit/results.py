@@ -133,7 +133,7 @@ class RefitResult:
 
     @property
     def n_obs(self) -> int:
-        return int(self._x.shape[0])
+        return int(self._diagnostics.get("n_obs", self._x.shape[0]))
 
     @property
     def dropped_units(self) -> pd.DataFrame:
@@ -492,7 +492,8 @@ class RefitResult:
         out["convergence_criterion"] = self._fit.criterion
         out["lr_pvalue"] = (float(stats.chi2.sf(out["lr_statistic"], out["lr_df"]))
                             if out["lr_statistic"] is not None else None)
-        out["mcfadden_r2"] = 1 - out["llf"] / out["llnull"] if out["llnull"] else float("nan")
+        out["mcfadden_r2"] = (1 - out["llf"] / out["llnull"] if out["llnull"] is not None
+                              and out["llnull"] else float("nan"))
         out["n_obs"] = self.n_obs
         out["n_units"] = len(self.units)
         out["events_per_parameter"] = float(self._diagnostics["events_per_parameter"])
