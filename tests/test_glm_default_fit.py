@@ -89,3 +89,34 @@ def test_default_fit_is_an_optimum_on_random_overlapping_designs(seed):
     vb = check_optimum("binomial", x1, yb.astype(float), rb.params().to_numpy()[:, 0],
                        rb.fit_stats["llf"], null_loglik_binomial(yb))
     assert vb.acceptable and rb.fit_stats["converged"] is True
+
+
+def test_high_dimension_is_flagged_with_the_measured_size_of_the_problem():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((200, 24))
+    y = (rng.random(200) < 0.5).astype(int)
+    acts = make_acts(x, y, link="sigmoid", n_outputs=1)
+    with pytest.warns(gi.glm.RefitWarning, match="p/N = 0.12") as rec:
+        res = gi.refit_output_layer(acts, progress=False)
+    assert any("0.926" in str(w.message) and "remedy='pca'" in str(w.message) for w in rec)
+    assert res.fit_stats["p_over_n"] == pytest.approx(0.12)
+    low = gi.refit_output_layer(make_acts(x[:, :2], y, link="sigmoid", n_outputs=1),
+                                progress=False)
+    assert not any("p/N" in w for w in low.warnings)
+
+
+@pytest.mark.slow
+def test_default_path_simulation_small():
+    """The benchmark's simulation, small: no failures, coverage and type-I errors near nominal."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from default_path_simulation import DESIGNS, one_design
+
+    for name, (truth, n) in DESIGNS.items():
+        r = one_design(name, truth, n, reps=80, seed=1)
+        assert r["failures"] == 0
+        assert 0.92 <= r["coverage"] <= 0.98
+        for key in ("unit_test_type1", "agreement_lr_type1", "agreement_wald_type1"):
+            assert r[key] <= 0.125  # 5% + 3 Monte-Carlo s.e. at 80 replicates

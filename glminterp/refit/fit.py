@@ -25,6 +25,7 @@ def _diagnostics(model, fit, remedy, checks) -> dict:
         "rank": int(model.rank.rank),
         "condition_number": float(model.condition_number),
         "events_per_parameter": float(model.events_per_parameter),
+        "p_over_n": float(model.p_over_n),
         "train_overlap": len(model.overlap),
         "train_overlap_ids": model.overlap[:20],
         "separated": any(c.separated for c in checks),

@@ -134,6 +134,10 @@ class OutputLayerGLM:
         gauss = self.family == "gaussian"  # no events; rows per unit is recorded instead
         self.events_per_parameter = (float(self.n_obs) / max(p, 1) if gauss
                                      else dg.events_per_parameter(self.y, p))
+        self.p_over_n = p / max(self.n_obs, 1)
+        high_dim = None if gauss else dg.high_dimension_note(p, self.n_obs)
+        if high_dim:
+            self._warn(high_dim)
         if not gauss and self.events_per_parameter < dg.EPP_WARN:
             self._warn(
                 f"events per parameter is {self.events_per_parameter:.3g} (< {dg.EPP_WARN:g}): "

@@ -497,6 +497,7 @@ class RefitResult:
         out["n_obs"] = self.n_obs
         out["n_units"] = len(self.units)
         out["events_per_parameter"] = float(self._diagnostics["events_per_parameter"])
+        out["p_over_n"] = float(self._diagnostics.get("p_over_n", len(self.units) / self.n_obs))
         out["cov_type"] = self._cov_type
         out["engine"] = self.engine
         out["remedy"] = self._remedy
