@@ -226,7 +226,6 @@ class FirthResult:
         """
         a = self.alpha if alpha is None else float(alpha)
         crit = float(stats.chi2.ppf(1.0 - a, 1))
-        se = self.bse
         rows = []
         for term in self._terms(terms):
             key = ("ci", term, a)
