@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import gc
 import importlib
+import logging
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -32,6 +34,7 @@ from glminterp.refit.errors import FitError
 from glminterp.refit.estimators.base import EstimatorFit, FitContext
 from glminterp.refit.options import AUTO_ENGINE_MIN_PARAMS
 
+log = logging.getLogger("glminterp.refit")
 _FAILURES = (np.linalg.LinAlgError, eng.FisherSingularError, ValueError, OverflowError)
 
 
@@ -94,6 +97,9 @@ def _llf(target: Target, model, res) -> float:
 def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -> _Solved:
     """Fit one target with one engine from one start; failures become a rejected verdict."""
     start, used = None, "null"
+    t0 = time.perf_counter()
+    log.info("fit %s with %s (%s start): %d rows, %d parameters", target.label, engine,
+             start_kind, model.n_obs, model.n_params)
     if engine == "fast" and start_kind == "network":
         start, used = _engine_module("fast").warm_start(target, model.x)
     try:
@@ -106,6 +112,8 @@ def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -
             np.asarray(res.cov_params())  # computed (and cached) inside the filter
     except _FAILURES as e:
         return _Solved(None, acc.Verdict(False, False, f"{type(e).__name__}: {e}"), engine, used)
+    log.info("fit %s done in %.2f s: %s", target.label, time.perf_counter() - t0,
+             "clean optimum" if verdict.clean else verdict.reason or "acceptable")
     return _Solved(res, verdict, engine, used)
 
 
