@@ -59,6 +59,12 @@ def test_a_new_estimator_is_one_class_and_one_registry_line(acts):
     assert (tab["inference"] == "half the network (test)").all()
     assert res.fit_stats["engine"] == "test" and res.fit_stats["converged"] is True
     assert len(res.unit_tests) == 2 and res.agreement_test["test"] == "Wald"
+    register("half_network", HalfNetwork)
+    try:  # the remedy's option checks apply to a registered estimator too
+        with pytest.raises(ValueError, match="cov_type"):
+            gi.refit_output_layer(acts, remedy="half_network", cov_type="HC0", progress=False)
+    finally:
+        REGISTRY.pop("half_network")
 
 
 def test_model_is_built_once_and_fits_with_any_estimator(acts):

@@ -54,7 +54,8 @@ def fit_model(
     if est.remedy is not None and (cov_type != "nonrobust" or bootstrap):
         check_options(family="auto", parametrization=parametrization, cov_type=cov_type,
                       alpha=alpha, on_collinear="raise", on_separation=on_separation,
-                      remedy=est.remedy, bootstrap=bootstrap, engine=engine, maxiter=maxiter)
+                      remedy=est.remedy, bootstrap=bootstrap, engine=engine, maxiter=maxiter,
+                      remedies=(None, est.remedy))
     est.check(model)
     warned = list(model.warnings)
     if est.remedy is None and remedy_kwds:
