@@ -32,7 +32,7 @@ SCORE_TOL = 1e-6
 COND_MAX = 1e12
 SATURATION = 1e-10
 #: Exact eigenvalues of the scaled information up to this size; above, Cholesky only.
-_EIG_MAX_DIM = 1500
+_EIG_MAX_DIM = 600
 
 
 @dataclass(frozen=True)
