@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,19 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from glminterp._io import atomic_write, replace_dir
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
-
-_META_KEY = b"glminterp"
-_OBS_PREFIX = "obs."
 
 
 def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
@@ -148,61 +141,44 @@ class Activations:
     def to_parquet(self, path: str | Path) -> Path:
         """Write features, obs and metadata to one Parquet file (maps to ``<path>.maps.npz``).
 
-        Written to a temporary file in the same folder and moved into place.
+        Written to a temporary file in the same folder and moved into place. The maps sidecar
+        is written with the file, or removed if this object has no maps, and the file records
+        its content hash, so :meth:`read_parquet` never attaches another write's maps.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table_df = pd.concat(
-            [self.features, self.obs.add_prefix(_OBS_PREFIX)], axis=1
-        ).reset_index()
-        table = pa.Table.from_pandas(table_df, preserve_index=False)
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), _META_KEY: self._meta_json().encode()}
-        )
-        atomic_write(path, lambda p: pq.write_table(table, p))
-        if self.maps:
-            atomic_write(
-                path.with_suffix(".maps.npz"), lambda p: np.savez(p, **self.maps), suffix=".npz"
-            )
-        return path
+        from glminterp._acts_io import write_parquet
+
+        return write_parquet(self, path, self._meta_json())
 
     @classmethod
     def read_parquet(cls, path: str | Path) -> Activations:
-        """Inverse of :meth:`to_parquet`."""
-        path = Path(path)
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(_META_KEY)
-        if raw is None:
-            raise ValueError(f"{path} has no glminterp metadata; was it written by to_parquet?")
-        meta = json.loads(raw)
-        df = table.to_pandas().set_index("sample_id")
-        features = df[meta.pop("feature_columns")].astype(np.float32)
-        obs_cols = meta.pop("obs_columns")
-        obs = df[[_OBS_PREFIX + c for c in obs_cols]]
-        obs.columns = obs_cols
-        head = meta.pop("head")
-        layers = tuple(meta.pop("layers"))
-        maps_path = path.with_suffix(".maps.npz")
-        maps = dict(np.load(maps_path)) if maps_path.is_file() else {}
-        return cls(
-            features=features,
-            obs=obs,
-            head=None if head is None else Head.from_dict(head),
-            layers=layers,
-            metadata=meta,
-            maps=maps,
-        )
+        """Inverse of :meth:`to_parquet`.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If it is not a Parquet file written by :meth:`to_parquet`, has missing, duplicated
+            or None/NaN sample ids, or its maps sidecar belongs to another write.
+        """
+        from glminterp._acts_io import read_parquet
+
+        return read_parquet(cls, path)
 
     def to_csv(self, folder: str | Path) -> Path:
-        """Write ``features.csv``, ``obs.csv`` and ``metadata.json`` into ``folder`` (atomically)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        self.features.to_csv(tmp / "features.csv", float_format="%.9g")
-        self.obs.to_csv(tmp / "obs.csv", float_format="%.9g")
-        (tmp / "metadata.json").write_text(self._meta_json())
-        replace_dir(tmp, folder)
-        return folder
+        """Write ``features.csv``, ``obs.csv`` and ``metadata.json`` into ``folder`` (atomically).
+
+        Only a new, empty or glminterp-written folder is replaced
+        (:func:`glminterp.outputs.write_folder`).
+        """
+        from glminterp.outputs import write_folder
+
+        def fill(tmp: Path) -> None:
+            self.features.to_csv(tmp / "features.csv", float_format="%.9g")
+            self.obs.to_csv(tmp / "obs.csv", float_format="%.9g")
+            (tmp / "metadata.json").write_text(self._meta_json())
+
+        return write_folder(Path(folder), fill)
 
 
 # ------------------------------------------------------------------------------------ data
