@@ -10,6 +10,8 @@ import math
 import numbers
 from collections.abc import Sequence
 
+import numpy as np
+
 __all__ = ["check_bool", "check_choice", "check_int", "check_real"]
 
 
@@ -61,7 +63,7 @@ def check_real(
 
 def check_bool(name: str, value) -> bool:
     """``value`` if it is a bool (numpy bools too); ``0``, ``"yes"`` and ``None`` are refused."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {_describe(value)}.")
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from glminterp import _extract_checks as chk
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
@@ -194,13 +195,13 @@ def _batches(
         data = (data, None, None)
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
         x, y = data[0], data[1]
-        ids = None if len(data) == 2 or data[2] is None else np.asarray(data[2]).astype(str)
+        ids = None if len(data) == 2 else chk.check_ids(data[2])
         n = x.shape[0]
         if y is not None and len(y) != n:
             raise ValueError(f"data: {n} inputs but {len(y)} labels.")
         if ids is not None and len(ids) != n:
             raise ValueError(f"data: {n} inputs but {len(ids)} ids.")
-        y = None if y is None else torch.as_tensor(y)
+        y = None if y is None else chk.label_tensor(y)
 
         def gen():
             for s in range(0, n, batch_size):
@@ -223,7 +224,7 @@ def _batches(
                 elif len(batch) == 2:
                     yield batch[0], batch[1], None
                 elif len(batch) == 3:
-                    yield batch[0], batch[1], [str(i) for i in batch[2]]
+                    yield batch[0], batch[1], list(chk.check_ids(batch[2]))
                 else:
                     raise ValueError(
                         "data: DataLoader batches must be x, (x, y) or (x, y, ids); got "
@@ -329,8 +330,7 @@ def extract_activations(
     """
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r}; use one of {POOLS}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batch_size = chk.check_options(batch_size, keep_maps, progress)
     batches, n_total, info = _batches(data, batch_size)
     device = model_device(model)
     classes = classes if classes is not None else info.get("classes")
@@ -338,6 +338,7 @@ def extract_activations(
     first = next(batches, None)
     if first is None:
         raise ValueError("data is empty.")
+    chk.check_finite_inputs(first[0], first[2], 0)  # before the head is traced on them
 
     head_desc, head_error = None, None
     try:
@@ -368,10 +369,11 @@ def extract_activations(
 
         def run(batch):
             x, y, i = batch
-            logits = model(x.to(device, non_blocking=True))
+            chk.check_finite_inputs(x, i, sum(len(o) for o in outs))
+            logits = chk.check_output(model(x.to(device, non_blocking=True)), model)
             outs.append(logits.to("cpu", torch.float32, copy=True))
             if have_labels:
-                labels.append(torch.as_tensor(y).cpu())
+                labels.append(chk.label_tensor(y).cpu())
             if i is not None:
                 ids.extend(i)
             bar.update(x.shape[0])
@@ -397,6 +399,7 @@ def extract_activations(
         blocks.append(arr)
         cols.extend(unit_names(name, arr.shape[1], conv))
     features = pd.DataFrame(np.concatenate(blocks, axis=1), index=index, columns=cols)
+    chk.check_finite_features(features)
 
     out_link = head_desc.link if head_desc is not None else link
     probs = _apply_link(logits, out_link).numpy().astype(np.float64)
