@@ -403,7 +403,7 @@ def _provenance_blocks(prov: Mapping) -> list[dict]:
     return blocks
 
 
-_COEF_REQUIRED: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p")
+_COEF_REQUIRED: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p", "ci_lower", "ci_upper")
 
 
 def render_html(folder: str | Path) -> Path:
