@@ -64,7 +64,10 @@ def tiny_acts(n: int = 12, maps: bool = False) -> gi.Activations:
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run the command line in-process: (exit status, stdout, stderr)."""
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # usage errors exit from argparse, as for any command line
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
