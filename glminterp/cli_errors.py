@@ -42,8 +42,13 @@ def describe(exc: BaseException) -> str:
     """What went wrong, as one line without the exception's type where the text says enough."""
     from glminterp.errors import OutputPathError, RefitFailedError
 
-    if isinstance(exc, (OutputPathError, RefitFailedError)):
+    if isinstance(exc, (OutputPathError, RefitFailedError)) or (
+        type(exc).__module__.startswith("glminterp") and str(exc).strip()
+    ):  # glminterp's own exceptions (FitError, SeparationError, ...) say what to do
         return one_line(str(exc))
+    if type(exc).__name__ == "LinAlgError":
+        return (f"linear algebra failed in the refit ({one_line(str(exc))}): the design is "
+                "singular or ill-conditioned; look for dead or collinear units, or use --remedy ridge.")
     if isinstance(exc, OSError) and not _is_arrow(exc):
         return _os_error(exc)
     if isinstance(exc, KeyError):
