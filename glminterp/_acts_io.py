@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from glminterp._io import atomic_write
-from glminterp.outputs import check_output_file
+from glminterp.outputs import check_output_file, clean_stale_files, locked_folder
 
 META_KEY = b"glminterp"
 OBS_PREFIX = "obs."
@@ -60,11 +60,14 @@ def write_parquet(acts, path: str | Path, meta_json: str) -> Path:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), META_KEY: json.dumps(meta, sort_keys=True).encode()}
     )
-    if acts.maps:  # sidecar first: the file's record is what a reader trusts
-        atomic_write(side, lambda p: np.savez(p, **acts.maps), suffix=".npz")
-    atomic_write(path, lambda p: pq.write_table(table, p))
-    if not acts.maps:
-        side.unlink(missing_ok=True)  # an older write's maps must not outlive it
+    with locked_folder(path):
+        for target in (path, side):
+            clean_stale_files(target)  # temporaries of a killed write
+        if acts.maps:  # sidecar first: the file's record is what a reader trusts
+            atomic_write(side, lambda p: np.savez(p, **acts.maps), suffix=".npz")
+        atomic_write(path, lambda p: pq.write_table(table, p))
+        if not acts.maps:
+            side.unlink(missing_ok=True)  # an older write's maps must not outlive it
     return path
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +29,7 @@ __all__ = [
     "check_output_file",
     "check_output_folder",
     "check_writable_into",
+    "clean_stale_files",
     "locked_folder",
     "write_folder",
 ]
@@ -205,10 +207,22 @@ def _clean_stale(folder: Path) -> None:
     old = folder.with_name(f".{folder.name}.old")
     if old.is_dir() and not folder.exists():
         os.replace(old, folder)  # killed between the two renames: the old report comes back
-    for stale in parent.glob(f".{folder.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in [*parent.glob(f".{folder.name}.tmp-*"), folder.with_name(f".{folder.name}.tmp")]:
+        shutil.rmtree(stale, ignore_errors=True)  # (".tmp": staging name of older versions)
     for stale in parent.glob(f".{folder.name}.old*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def clean_stale_files(path: str | Path) -> None:
+    """Remove temporary files a killed :func:`glminterp._io.atomic_write` of ``path`` left.
+
+    Call with :func:`locked_folder` held on ``path`` by every writer of it.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[a-z0-9_]{{8}}(\.npz)?$")
+    for stale in path.parent.glob(f".{path.name}.*"):
+        if pattern.match(stale.name) and stale.is_file():
+            stale.unlink(missing_ok=True)
 
 
 def _swap(tmp: Path, folder: Path) -> None:

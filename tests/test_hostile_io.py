@@ -278,6 +278,15 @@ def test_cleans_stale_leftovers_of_killed_writes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["R"]
 
 
+def test_cleans_temporaries_of_a_killed_parquet_write(tmp_path):
+    for name in (".acts.parquet.k3x9_q2z", ".acts.maps.npz.ab12cd34.npz"):
+        (tmp_path / name).write_bytes(b"half-written")
+    (tmp_path / ".acts.parquet.notes").write_text("not a temporary: kept")
+    tiny_acts(maps=True).to_parquet(tmp_path / "acts.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".acts.parquet.notes", "acts.maps.npz", "acts.parquet"]
+
+
 def test_cleans_half_swap_by_restoring_the_previous_report(tmp_path):
     folder = tmp_path / "R"
     write_folder(folder, _fill)
