@@ -24,6 +24,7 @@ from glminterp import _extract_checks as chk
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
+from glminterp.train import warn_model_input_shape
 
 
 def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
@@ -339,6 +340,7 @@ def extract_activations(
     if first is None:
         raise ValueError("data is empty.")
     chk.check_finite_inputs(first[0], first[2], 0)  # before the head is traced on them
+    warn_model_input_shape(model, first[0])
 
     head_desc, head_error = None, None
     try:

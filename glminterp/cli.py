@@ -181,7 +181,7 @@ def _cmd_extract(args) -> int:
             config = meta.get("config", {})
     model = load_checkpoint(args.checkpoint, args.architecture, **config)
     data = load_dataset(args.dataset, path=args.path)
-    check_input_shape(args.checkpoint, data.images.shape[1:])
+    check_input_shape(args.checkpoint, data.images.shape[1:], warn=False)  # extraction warns
     data = data.with_splits(stratified_split(data.labels, data.ids, seed=args.seed))
     acts = extract_activations(model, data, args.layers, progress=not args.quiet, seed=args.seed)
     written = acts.to_parquet(out) if out.suffix == ".parquet" else acts.to_csv(out)

@@ -216,6 +216,9 @@ def load_checkpoint(path: str | Path, architecture: str | None = None, **config)
             f"({first}); pass the architecture and sizes it was saved with."
         ) from e
     model.eval()
+    if meta is not None and meta.get("input_shape") is not None:
+        # read by extract_activations, which warns on inputs of another size
+        model.glminterp_input_shape = tuple(int(d) for d in meta["input_shape"])
     return model
 
 
@@ -236,12 +239,13 @@ def _load_state(path: Path) -> dict:
     return state
 
 
-def check_input_shape(path: str | Path, input_shape: Sequence[int]) -> None:
+def check_input_shape(path: str | Path, input_shape: Sequence[int], *, warn: bool = True) -> None:
     """Warn (or raise) when inputs differ from the shape recorded with checkpoint ``path``.
 
     A model whose size is fixed by its weights (an MLP) cannot run on other sizes: that is a
     ValueError. A convolutional model with global average pooling runs on any size, but its
-    features then mean something else: that is a warning.
+    features then mean something else: that is a warning (unless ``warn=False``, for callers
+    whose extraction warns already: a model from :func:`load_checkpoint` carries the shape).
     """
     meta = read_checkpoint_sidecar(path) or {}
     recorded = meta.get("input_shape")
@@ -254,8 +258,21 @@ def check_input_shape(path: str | Path, input_shape: Sequence[int]) -> None:
     if n_inputs is not None and int(np.prod(got)) != int(n_inputs):
         raise ValueError(f"checkpoint {path} takes inputs of shape {recorded} ({n_inputs} values); "
                          f"the data has shape {got}. Use the data set the model was trained on.")
+    if warn:
+        _warn_input_shape(f"checkpoint {path}", recorded, got, stacklevel=3)
+
+
+def _warn_input_shape(what: str, recorded: tuple, got: tuple, stacklevel: int = 2) -> None:
     warnings.warn(
-        f"checkpoint {path} was trained on inputs of shape {recorded}, but the data has shape "
+        f"{what} was trained on inputs of shape {recorded}, but the data has shape "
         f"{got}: the network runs, but its features and CAMs describe inputs it never saw. Use "
-        "the data set it was trained on.", UserWarning, stacklevel=2,
+        "the data set it was trained on.", UserWarning, stacklevel=stacklevel + 1,
     )
+
+
+def warn_model_input_shape(model: nn.Module, x: torch.Tensor) -> None:
+    """Warn if ``x`` differs from the input shape recorded when ``model`` was loaded."""
+    recorded = getattr(model, "glminterp_input_shape", None)
+    if recorded is not None and tuple(x.shape[1:]) != tuple(recorded):
+        _warn_input_shape(f"{type(model).__name__} (from its checkpoint)", tuple(recorded),
+                          tuple(x.shape[1:]), stacklevel=3)

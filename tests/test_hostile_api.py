@@ -291,3 +291,18 @@ def test_refused_mlp_on_inputs_of_another_size(tmp_path):
     path = _saved(tmp_path, input_shape=(1, 8, 8))
     with pytest.raises(ValueError, match=r"takes inputs of shape \(1, 8, 8\) \(64 values\)"):
         check_input_shape(path, (1, 28, 28))
+
+
+def test_warns_extracting_a_loaded_cnn_on_inputs_of_another_size(tmp_path):
+    model = gi.build_model("gap_cnn", seed=0, widths=(2, 2, 3), n_classes=10)
+    path = gi.save_checkpoint(model, tmp_path / "cnn.pt", architecture="gap_cnn",
+                              widths=[2, 2, 3], n_classes=10, input_shape=(1, 8, 8))
+    loaded = load_checkpoint(path)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    with pytest.warns(UserWarning, match=r"GapCNN \(from its checkpoint\) was trained on inputs "
+                      r"of shape \(1, 8, 8\), but the data has shape \(1, 28, 28\)"):
+        gi.extract_activations(loaded, torch.zeros(3, 1, 28, 28), progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gi.extract_activations(loaded, torch.zeros(3, 1, 8, 8), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())
