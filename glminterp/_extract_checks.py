@@ -43,7 +43,7 @@ def check_ids(ids) -> np.ndarray | None:
 
 
 def label_tensor(y) -> torch.Tensor:
-    """Labels as an integer tensor; strings, floats with fractions and NaN are refused."""
+    """Labels as a tensor; strings, NaN/inf and booleans are refused (floats are kept)."""
     try:
         t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
     except (TypeError, ValueError) as e:
@@ -51,14 +51,25 @@ def label_tensor(y) -> torch.Tensor:
             f"data: labels must be integer class indices 0..K-1 (got {type(y).__name__} that "
             f"torch cannot read: {e}); map class names to indices and pass classes=[names]."
         ) from e
-    if t.dtype.is_floating_point:
-        if not torch.isfinite(t).all() or not torch.equal(t, t.round()):
-            raise ValueError("data: labels must be integer class indices 0..K-1; got non-integral "
-                             "or NaN values. Map class names to indices and pass classes=[names].")
-        t = t.long()
+    if t.dtype.is_floating_point and not torch.isfinite(t).all():
+        raise ValueError("data: labels hold NaN or inf; every row needs a class index 0..K-1 "
+                         "(drop unlabelled rows, or pass no labels).")
     if t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"data: labels must be integer class indices, got dtype {t.dtype}.")
     return t
+
+
+def class_indices(labels: torch.Tensor) -> np.ndarray:
+    """Labels as int64 class indices; non-integral values are refused, never truncated."""
+    arr = labels.numpy()
+    if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+        bad = np.flatnonzero(arr != np.round(arr))
+        raise ValueError(
+            f"data: labels must be integer class indices 0..K-1; {len(bad)} are not integral "
+            f"(e.g. {float(arr[bad[0]]):g} at row {int(bad[0])}), and truncating them would relabel "
+            "rows. Pass integer labels."
+        )
+    return arr.astype(np.int64)
 
 
 def check_output(out, model) -> torch.Tensor:

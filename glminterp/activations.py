@@ -413,7 +413,7 @@ def extract_activations(
     )
     columns = {
         "label": (
-            pd.array(torch.cat(labels).numpy().astype(np.int64), dtype="Int64")
+            pd.array(chk.class_indices(torch.cat(labels)), dtype="Int64")
             if have_labels
             else pd.array([pd.NA] * n, dtype="Int64")
         ),
