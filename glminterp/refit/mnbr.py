@@ -223,8 +223,8 @@ def _evaluate_zero_slopes(x, onehot, beta) -> _Point:
 
 
 # ============================================================================ inner solve
-def _pcg(matvec, b, precond, rtol: float, max_iter: int) -> tuple[np.ndarray, int]:
-    """Preconditioned conjugate gradients for ``M z = b`` (matrices of shape (q, J))."""
+def pcg(matvec, b, precond, rtol: float, max_iter: int) -> tuple[np.ndarray, int]:
+    """Preconditioned conjugate gradients for ``M z = b`` (``b`` any array shape); (z, iterations)."""
     z = np.zeros_like(b)
     r = b.copy()
     s = precond(r)
@@ -250,7 +250,7 @@ def _pseudo_data_optimum(x, ystar, tot, beta, precond, tol, trace: dict) -> np.n
     val, grad, probs = _loglike(x, ystar, tot, beta)
     for _ in range(50):
         gmax = float(np.max(np.abs(grad)))
-        step, n_cg = _pcg(lambda v, p=probs: _hvp(x, p, tot, v), grad, precond,
+        step, n_cg = pcg(lambda v, p=probs: _hvp(x, p, tot, v), grad, precond,
                           min(1e-2, max(1e-10, gmax * 1e-4)), 200)
         trace["n_hvp"] += n_cg
         if float(np.max(np.abs(step))) <= tol:
