@@ -26,6 +26,7 @@ from refit import simulate  # noqa: E402
 
 from glminterp import engine as E  # noqa: E402
 from glminterp.refit.mnbr import fit_multinomial_br  # noqa: E402
+from glminterp.separation import check_multinomial  # noqa: E402
 
 
 def timing(n: int, p: int, k: int) -> None:
@@ -55,21 +56,24 @@ def _draw(rng, x1, beta):
     return (prob.cumsum(axis=1) > rng.random((x1.shape[0], 1))).argmax(axis=1)
 
 
-def coverage(n_rep: int = 400, n: int = 60, seed: int = 0, alpha: float = 0.05) -> dict:
-    """Coverage of 95% Wald CIs for a known beta, K = 3, p = 2, N = 60 (nearly separated).
+BETA = np.array([[0.5, -0.5], [6.0, 3.0], [-3.0, 5.0]])  # (p + 1, K - 1): strong slopes
+
+
+def coverage(n_rep: int = 400, n: int = 40, seed: int = 0, alpha: float = 0.05,
+             beta: np.ndarray = BETA) -> dict:
+    """Coverage of 95% Wald CIs for a known beta, K = 3, p = 2, N = 40 (nearly separated).
 
     Large slopes make separation frequent; the MLE's coverage is computed over the replicates
     where the MLE exists (the fit converges to a finite optimum), the BR estimator's over all
     replicates and over the same subset.
     """
     rng = np.random.default_rng(seed)
-    beta = np.array([[0.5, -0.5], [3.0, 1.5], [-1.5, 2.5]])  # (p + 1, K - 1)
-    x = rng.standard_normal((n, 2))
-    x1 = E.add_const(x)
     z = stats.norm.ppf(1 - alpha / 2)
-    hit_br, hit_ml, hit_br_sub, n_ml = np.zeros(beta.shape), np.zeros(beta.shape), 0.0, 0
-    hit_br_sub = np.zeros(beta.shape)
-    for _ in range(n_rep):
+    hit_br, hit_ml, hit_br_sub = (np.zeros(beta.shape) for _ in range(3))
+    n_ml = 0
+    for _ in range(n_rep):  # a fresh design each replicate: coverage averaged over designs
+        x = rng.standard_normal((n, 2))
+        x1 = E.add_const(x)
         y = _draw(rng, x1, beta)
         if len(np.unique(y)) < 3:
             continue
@@ -86,18 +90,20 @@ def coverage(n_rep: int = 400, n: int = 60, seed: int = 0, alpha: float = 0.05) 
 
 
 def _mle(x, y):
-    """The MLE where it exists: converged, no coefficient beyond 15 (divergence), else None."""
+    """The MLE where it exists (no separation by the exact LP check), else None."""
     import warnings
 
+    chk = check_multinomial(E.add_const(x), y, terms=["const", "x1", "x2"],
+                            classes=["0", "1", "2"])
+    if chk.separated:
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             ml = E.fit_multinomial(x, y, max_iter=50)
         except E.FisherSingularError:
             return None
-    if not ml.converged or np.max(np.abs(ml.params)) > 15 or not np.all(np.isfinite(ml.bse)):
-        return None
-    return ml
+    return ml if ml.converged else None
 
 
 def main(argv=None) -> None:
@@ -108,7 +114,7 @@ def main(argv=None) -> None:
     with threadpool_limits(1):
         if args.coverage:
             res = coverage()
-            print(f"Wald 95% CI coverage, K=3, p=2, N=60, {res['n_rep']} replicates; MLE exists "
+            print(f"Wald 95% CI coverage, K=3, p=2, N=40, {res['n_rep']} replicates; MLE exists "
                   f"in {res['n_mle_exists']}")
             for name in ("br_all", "br_same_rows", "mle"):
                 print(f"  {name:13s} mean {res[name].mean():.3f}  per coefficient "

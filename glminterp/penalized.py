@@ -166,18 +166,25 @@ def _armijo(pen, b, val, grad, step):
 
 
 def _ridge_solve(pen, b, tol: float, max_iter: int, precond_factory):
-    """Maximise the ridge objective: Newton-CG on products (above 500 parameters) to get close,
-    then full Newton steps with ``H`` until the step is below ``tol``."""
+    """Maximise the ridge objective; returns (b, converged, n_iter, Cholesky factor of H or None).
+
+    Above 500 parameters: Newton-CG on products (superlinear forcing) until the step is below
+    ``tol``, then one full information matrix ``H`` for a last exact Newton step; its Cholesky
+    factor is returned, so ``H^-1`` costs no second matrix (off by that last step, ``<= tol``).
+    Otherwise full Newton steps with ``H`` until the step is below ``tol`` (factor not returned:
+    the caller rebuilds ``H`` exactly at the estimate, cheap at that size).
+    """
     val, grad = pen.value_grad(b)
-    n_iter = 0
-    if pen.n_params > 500:
+    n_iter, big = 0, pen.n_params > 500
+    if big:
         precond = precond_factory(b)
         gscale = max(1.0, float(np.max(np.abs(grad))))
         while n_iter < max_iter:
-            rtol = float(np.clip(np.sqrt(np.max(np.abs(grad)) / gscale), 1e-10, 0.5))
+            gmax = float(np.max(np.abs(grad)))
+            rtol = float(np.clip(min(np.sqrt(gmax / gscale), 1e2 * gmax / gscale), 1e-12, 0.5))
             step = pcg(lambda v, b=b: pen.hvp(b, v), grad, precond, rtol, 200)[0]
             n_iter += 1
-            if float(np.max(np.abs(step))) <= 1e-4:  # close: quadratic convergence from here
+            if float(np.max(np.abs(step))) <= tol:
                 break
             out = _armijo(pen, b, val, grad, step)
             if out is None:
@@ -185,14 +192,15 @@ def _ridge_solve(pen, b, tol: float, max_iter: int, precond_factory):
             b, val, grad = out
     while n_iter < max_iter:
         n_iter += 1
-        step = cho_solve(cho_factor(pen.fisher(b), check_finite=False), grad, check_finite=False)
+        chol = cho_factor(pen.fisher(b), check_finite=False)
+        step = cho_solve(chol, grad, check_finite=False)
         if float(np.max(np.abs(step))) <= tol:
-            return b + step, True, n_iter
+            return b + step, True, n_iter, chol if big else None
         out = _armijo(pen, b, val, grad, step)
         if out is None:
-            return b, False, n_iter
+            return b, False, n_iter, None
         b, val, grad = out
-    return b, False, n_iter
+    return b, False, n_iter, None
 
 
 def _ridge_precond(arr: np.ndarray, lam: float, probs: np.ndarray | None, q: int, j: int):
@@ -281,12 +289,14 @@ def fit_ridge(
     probs = None
     if family == "multinomial":
         probs = multinomial_probs(arr, b.reshape(q, j, order="F"))[0]
-    b, converged, n_iter = _ridge_solve(
+    b, converged, n_iter, chol = _ridge_solve(
         pen, b, tol, max_iter, _ridge_precond(arr, float(lam), probs, q, j))
     pen.value_grad(b)
     llf = pen.llf
-    # H^-1 exactly at the returned estimate (the solver's is one last tiny step behind)
-    h_inv = inverse_from_cholesky(cho_factor(pen.fisher(b), check_finite=False)[0])
+    if chol is None:  # H^-1 exactly at the returned estimate
+        chol = cho_factor(pen.fisher(b), check_finite=False)
+    h_inv = inverse_from_cholesky(chol[0])
+    del chol
     # estimating functions psi_n = s_n - lam D b / N  (they sum to zero at the estimate)
     n = arr.shape[0]
     shift = lam * d * b / n
