@@ -26,7 +26,7 @@ from refit import simulate  # noqa: E402
 
 from glminterp import engine as E  # noqa: E402
 from glminterp.refit.mnbr import fit_multinomial_br  # noqa: E402
-from glminterp.separation import check_multinomial  # noqa: E402
+from glminterp.refit.separation import check_multinomial  # noqa: E402
 
 
 def timing(n: int, p: int, k: int) -> None:

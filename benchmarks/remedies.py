@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from refit import simulate  # noqa: E402
 
 from glminterp import engine as E  # noqa: E402
-from glminterp.penalized import fit_pca, fit_ridge  # noqa: E402
+from glminterp.refit.penalized import fit_pca, fit_ridge  # noqa: E402
 
 
 def measure(label: str, fn):

@@ -61,7 +61,7 @@ from glminterp.engine import (
     symmetrize_upper,
 )
 from glminterp.head import reference_to_sum_to_zero_map
-from glminterp.parametrize import sum_to_zero_cov
+from glminterp.refit.parametrize import sum_to_zero_cov
 
 TYPES: tuple[str, ...] = ("AS_mean",)
 _CHUNK_BYTES = 16 * 2**20
