@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from glminterp.engine import FisherSingularError, add_const, fit_multinomial
-from glminterp.firth import fit_firth
 from glminterp.head import reference_to_sum_to_zero_map
 from glminterp.refit import mnbr
+from glminterp.refit.firth import fit_firth
 from glminterp.refit.mnbr import fit_multinomial_br
 
 

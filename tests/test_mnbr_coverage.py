@@ -8,7 +8,7 @@ from scipy import stats
 
 from glminterp.engine import add_const
 from glminterp.refit.mnbr import fit_multinomial_br
-from glminterp.separation import check_multinomial
+from glminterp.refit.separation import check_multinomial
 
 BETA = np.array([[0.5, -0.5], [6.0, 3.0], [-3.0, 5.0]])  # strong slopes: separation is common
 

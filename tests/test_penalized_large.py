@@ -6,7 +6,7 @@ import numpy as np
 import statsmodels.api as sm
 from _glm_sim import relu_features
 
-from glminterp.penalized import fit_ridge
+from glminterp.refit.penalized import fit_ridge
 
 
 def test_ridge_newton_cg_path_matches_statsmodels_scores_and_sandwich():
