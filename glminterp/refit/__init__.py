@@ -33,6 +33,7 @@ from glminterp.refit.options import (
 from glminterp.refit.results import (
     FirthRefitResult,
     MLRefitResult,
+    MultinomialBRRefitResult,
     PenalizedRefitResult,
     RefitResult,
 )
@@ -50,7 +51,8 @@ for _name, _mod in _OLD_PATHS.items():
 
 __all__ = [
     "AUTO_ENGINE_MIN_PARAMS", "COV_TYPES", "ENGINES", "FAMILIES", "REGISTRY", "REMEDIES",
-    "FirthRefitResult", "FitError", "MLRefitResult", "OutputLayerGLM", "PenalizedRefitResult",
+    "FirthRefitResult", "FitError", "MLRefitResult", "MultinomialBRRefitResult",
+    "OutputLayerGLM", "PenalizedRefitResult",
     "RefitResult", "RefitWarning", "SeparationError", "get_estimator", "p_adjust",
     "refit_output_layer", "register",
 ]

@@ -550,3 +550,19 @@ def fit_multinomial_br(
         score_norm=float(np.max(np.abs(grad))), history=tuple(trace["history"]),
         n_fisher=trace["n_fisher"], n_hvp=trace["n_hvp"], tol=float(tol), type=type,
         n_obs=arr.shape[0], n_classes=k, seconds=time.perf_counter() - t0)
+
+
+def penalized_loglik(x, codes, n_classes: int, beta) -> tuple[float, float]:
+    """``(l*(beta), l(beta))``: penalized ``l + 1/2 log det I`` and ordinary log-likelihood.
+
+    For tests at a fixed ``beta`` (e.g. the penalized likelihood-ratio test of a given head).
+    ``beta`` is ``(p + 1, K - 1)`` in the layout of :func:`fit_multinomial_br`. Raises
+    :class:`~glminterp.engine.FisherSingularError` where the information is singular.
+    """
+    arr, c, k, b0 = _check_inputs(x, codes, n_classes, beta, 1.0, 1, "AS_mean")
+    q, j = b0.shape
+    onehot = np.zeros((arr.shape[0], j))
+    pos = c > 0
+    onehot[np.flatnonzero(pos), c[pos] - 1] = 1.0
+    pt = _evaluate(arr, onehot, b0, max(64, _CHUNK_BYTES // (8 * q * j)))
+    return float(pt.pll), float(pt.llf)

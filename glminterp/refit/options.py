@@ -6,7 +6,7 @@ import numbers
 
 FAMILIES: tuple[str, ...] = ("auto", "multinomial", "ovr", "binomial", "gaussian")
 COV_TYPES: tuple[str, ...] = ("nonrobust", "HC0", "cluster")
-REMEDIES: tuple[str | None, ...] = (None, "firth", "ridge", "pca")
+REMEDIES: tuple[str | None, ...] = (None, "firth", "mnbr", "ridge", "pca")
 ENGINES: tuple[str, ...] = ("auto", "statsmodels", "fast")
 #: ``engine="auto"`` runs statsmodels' own optimizer (the reference) up to this many parameters
 #: and the fast engine above; every fit is then accepted only at an optimum

@@ -16,6 +16,7 @@ REGISTRY: dict[str, str | type] = {
     "ml_statsmodels": "glminterp.refit.estimators.ml_statsmodels:StatsmodelsML",
     "ml_fast": "glminterp.refit.estimators.ml_fast:FastEngineML",
     "firth": "glminterp.refit.estimators.firth:Firth",
+    "mnbr": "glminterp.refit.estimators.mnbr:MultinomialBiasReduction",
     "ridge": "glminterp.refit.estimators.ridge:Ridge",
     "pca": "glminterp.refit.estimators.pca:PrincipalComponents",
 }

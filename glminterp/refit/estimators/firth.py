@@ -1,11 +1,16 @@
-"""Firth's bias-reduced logistic regression as a refit estimator (binomial models).
+"""Firth's bias reduction as a refit estimator (every logit refit).
 
-For binomial / one-vs-rest heads and a 2-class softmax head (whose multinomial model is the
-binomial logit of class 1 against class 0). Inference: penalized likelihood-ratio tests and
+Binomial / one-vs-rest heads and a 2-class softmax head (whose multinomial model is the
+binomial logit of class 1 against class 0; the multinomial bias reduction gives the same
+estimate there): Firth-penalized binomial fits, with penalized likelihood-ratio tests and
 profile penalized-likelihood intervals (``pl=True``, the logistf / brglm2 convention) or Wald.
+A softmax head with more than 2 classes: the multinomial mean bias reduction of the same
+softmax model (:mod:`glminterp.refit.estimators.mnbr`, brglm2 ``brmultinom``), Wald inference.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,6 +25,7 @@ from glminterp.refit.estimators.base import (
     check_options,
     penalized_stats,
 )
+from glminterp.refit.estimators.mnbr import MultinomialBiasReduction, wants_multinomial_br
 
 
 class Firth:
@@ -29,24 +35,35 @@ class Firth:
     remedy = "firth"
     options = ("pl", "tol", "max_iter")
 
+    def __init__(self) -> None:
+        self._multinomial: MultinomialBiasReduction | None = None  # set by check()
+
     @property
     def result_class(self) -> type:
+        if self._multinomial is not None:
+            return self._multinomial.result_class
         from glminterp.refit.results import FirthRefitResult
 
         return FirthRefitResult
 
     def check(self, model) -> None:
-        """Refuse the gaussian family and softmax heads with more than 2 classes."""
+        """Refuse the gaussian family; route a softmax head with K > 2 to the multinomial fit."""
         model.require_logit(self.name)
-        if model.family == "multinomial" and model.head.n_outputs > 2:
-            raise ValueError(
-                f"remedy='firth' is implemented for binomial models; a {model.head.n_outputs}-class "
-                "multinomial refit has no Firth fit here. Use family='ovr' (one Firth-penalized "
-                "binomial GLM per class) or remedy='ridge' (penalized multinomial)."
-            )
+        self._multinomial = MultinomialBiasReduction() if wants_multinomial_br(model) else None
+        if self._multinomial is not None:
+            self._multinomial.check(model)
 
     def fit(self, model, ctx: FitContext) -> EstimatorFit:
         opts = check_options(self.name, self.options, ctx.options)
+        if self._multinomial is not None:
+            if opts.pop("pl", False):
+                raise ValueError(
+                    "remedy_kwds={'pl': True}: profile penalized-likelihood intervals are not "
+                    f"implemented for the {model.n_classes}-class multinomial bias reduction; "
+                    "its inference is Wald from the inverse Fisher information (drop 'pl' or "
+                    "pass pl=False)."
+                )
+            return self._multinomial.fit(model, replace(ctx, options=opts))
         pl = bool(opts.get("pl", True))
         fkw = {k: opts[k] for k in ("tol", "max_iter") if k in opts}
         names, targets = binary_targets(model)
