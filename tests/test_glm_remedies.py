@@ -11,6 +11,7 @@ from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
 from glminterp.refit.firth import fit_firth
+from glminterp.refit.mnbr import fit_multinomial_br
 from glminterp.refit.penalized import fit_pca, fit_ridge
 from glminterp.refit.separation import SeparationError
 
@@ -86,12 +87,14 @@ def test_firth_two_class_softmax_is_the_binomial_of_class_1():
     assert ag["df"] == 3 and "penalized" in ag["interpretation"]
 
 
-def test_firth_ovr_and_multinomial_refusal(rng):
+def test_firth_ovr_and_multinomial_bias_reduction(rng):
     coef = np.array([[0.0, 0.3, -0.3], [0.0, 1.0, -1.0], [0.0, -0.5, 0.8]])
     x, y = simulate_multinomial(rng, 200, coef)
     acts = make_acts(x, y)
-    with pytest.raises(ValueError, match="family='ovr'"):
-        gi.refit_output_layer(acts, remedy="firth", progress=False)
+    # a 3-class softmax head: the multinomial bias reduction of the same model (issue 14;
+    # this used to raise ValueError pointing to family='ovr')
+    multi = gi.refit_output_layer(acts, remedy="firth", progress=False)
+    np.testing.assert_allclose(multi.params(), fit_multinomial_br(x, y, 3).params, rtol=1e-9)
     res = gi.refit_output_layer(acts, family="ovr", remedy="firth",
                                 remedy_kwds={"pl": False}, progress=False)
     for j, cls in enumerate(res.classes):

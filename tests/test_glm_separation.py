@@ -7,6 +7,7 @@ import pytest
 from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
+from glminterp.refit.mnbr import fit_multinomial_br
 from glminterp.refit.separation import SeparationError, check_binomial, check_multinomial
 
 
@@ -79,7 +80,12 @@ def test_on_separation_warn_fits_anyway(rng):
     assert any("SEPARATED" in w for w in res.warnings)
 
 
-def test_firth_on_multiclass_multinomial_is_refused(rng):
-    acts = make_acts(rng.standard_normal((60, 2)), np.arange(60) % 3)
-    with pytest.raises(ValueError, match="family='ovr'.*remedy='ridge'"):
-        gi.refit_output_layer(acts, remedy="firth", progress=False)
+def test_firth_on_multiclass_multinomial_is_the_multinomial_bias_reduction(rng):
+    # issue 14: remedy='firth' on a 3-class softmax head used to be refused (family='ovr');
+    # it is now the bias-reduced fit of the same multinomial model
+    x = rng.standard_normal((60, 2))
+    acts = make_acts(x, np.arange(60) % 3)
+    res = gi.refit_output_layer(acts, remedy="firth", progress=False)
+    assert type(res).__name__ == "MultinomialBRRefitResult" and res.family == "multinomial"
+    direct = fit_multinomial_br(x, np.arange(60) % 3, 3)
+    np.testing.assert_allclose(res.params(), direct.params, rtol=1e-9)

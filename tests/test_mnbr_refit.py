@@ -166,3 +166,13 @@ def test_options_are_checked(rng):
     with pytest.raises(ValueError, match="remedy='firth'"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gi.refit_output_layer(make_acts(x, y), family="ovr", remedy="mnbr", progress=False)
+
+
+def test_separation_error_advises_the_multinomial_bias_reduction():
+    x, y, _, _ = _fixture("complete")
+    with pytest.raises(gi.SeparationError) as e, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gi.refit_output_layer(make_acts(x, y), progress=False)
+    msg = str(e.value)
+    assert "remedy='firth' keeps this softmax model" in msg and "brmultinom" in msg
+    assert "one-vs-rest: a different model" in msg

@@ -64,22 +64,30 @@ def refit_output_layer(
     on_separation : {"raise", "warn"}
         Separated data raise :class:`~glminterp.refit.separation.SeparationError` (default) or, with
         ``"warn"``, are fitted anyway with a loud warning (the estimates are then meaningless).
-    remedy : {None, "firth", "ridge", "pca"}
+    remedy : {None, "firth", "mnbr", "ridge", "pca"}
         A fit that exists under separation, used instead of the maximum-likelihood estimate
         (whether or not the data are separated; the separation check is recorded either way).
-        ``"firth"``: Firth's bias-reduced logistic regression (:func:`glminterp.refit.firth.fit_firth`)
-        for binomial / one-vs-rest heads and for a 2-class softmax head (its multinomial model
-        is the binomial logit of class 1 against class 0); ``.coefficients`` then holds the
-        penalized-likelihood-ratio p-values (column ``p``, with Holm/BH on them) and profile
-        penalized-likelihood intervals. A multinomial refit with more than 2 classes has no
-        Firth fit here: use ``family="ovr"`` or ``remedy="ridge"``. ``"ridge"``: L2-penalized
+        ``"firth"``: Firth's bias reduction of the same model. Binomial / one-vs-rest heads and
+        a 2-class softmax head (its multinomial model is the binomial logit of class 1 against
+        class 0): Firth's logistic regression (:func:`glminterp.refit.firth.fit_firth`);
+        ``.coefficients`` then holds the penalized-likelihood-ratio p-values (column ``p``, with
+        Holm/BH on them) and profile penalized-likelihood intervals. A softmax head with more
+        than 2 classes: the multinomial mean bias reduction of the softmax model (Kosmidis &
+        Firth 2011, R ``brglm2::brmultinom(type="AS_mean")``:
+        :func:`glminterp.refit.mnbr.fit_multinomial_br`), with Wald standard errors, tests and
+        intervals from the inverse Fisher information at the estimate, joint Wald
+        ``unit_tests`` (K - 1 df) and a penalized likelihood-ratio ``agreement_test``
+        (:class:`~glminterp.refit.results.MultinomialBRRefitResult`). ``"mnbr"``: that
+        multinomial bias reduction for any softmax head (with 2 classes the same estimate as
+        ``"firth"``, Wald inference). ``"ridge"``: L2-penalized
         logit with a sandwich covariance (:func:`glminterp.refit.penalized.fit_ridge`), *penalized
         inference*. ``"pca"``: the GLM on the leading principal components of the units
         (:func:`glminterp.refit.penalized.fit_pca`), mapped back to unit coefficients; loadings in
         :attr:`PenalizedRefitResult.pca_loadings`. Not for the gaussian family.
     remedy_kwds : dict, optional
-        ``"firth"``: ``pl`` (bool, default True: PLR tests and profile CIs; False: Wald),
-        ``tol``, ``max_iter``. ``"ridge"``: ``lam`` (default 1.0, on the summed log-likelihood
+        ``"firth"``: ``pl`` (bool, default True: PLR tests and profile CIs; False: Wald;
+        softmax heads with K > 2 are Wald only), ``tol``, ``max_iter``. ``"mnbr"``: ``tol``
+        (largest Fisher-metric step, default 1e-8), ``max_iter``. ``"ridge"``: ``lam`` (default 1.0, on the summed log-likelihood
         scale), ``tol``, ``max_iter``. ``"pca"``: ``n_components`` (default: the fewest
         components explaining ``min_variance`` = 0.9 of the units' variance), ``scale``
         (standardise units first, default False).

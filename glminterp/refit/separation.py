@@ -258,6 +258,9 @@ def advice(split, family: str) -> str:
         parts.append("remedy='firth' keeps this model and gives finite bias-reduced estimates "
                      "with penalized likelihood-ratio tests and profile intervals")
     elif family == "multinomial":
+        parts.append("remedy='firth' keeps this softmax model and gives finite bias-reduced "
+                     "estimates (multinomial mean bias reduction, brglm2 brmultinom) with Wald "
+                     "inference")
         parts.append("family='ovr' with remedy='firth' fits one bias-reduced binomial model per "
                      "class (one-vs-rest: a different model from the softmax head)")
     parts += [
