@@ -88,4 +88,4 @@ def test_firth_on_multiclass_multinomial_is_the_multinomial_bias_reduction(rng):
     res = gi.refit_output_layer(acts, remedy="firth", progress=False)
     assert type(res).__name__ == "MultinomialBRRefitResult" and res.family == "multinomial"
     direct = fit_multinomial_br(x, np.arange(60) % 3, 3)
-    np.testing.assert_allclose(res.params(), direct.params, rtol=1e-9)
+    np.testing.assert_allclose(res.params(), direct.params, rtol=1e-6, atol=1e-8)

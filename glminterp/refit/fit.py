@@ -62,13 +62,16 @@ def fit_model(
         raise ValueError("remedy_kwds is only used with a remedy; pass remedy=... or drop it.")
     cov_kwds_n = ds.cluster_groups(cov_type, cov_kwds, model.obs)
     extra_notes = []
-    if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True)):
-        extra_notes.append(f"separated data: remedy={est.remedy!r} used instead of the "
-                           "maximum-likelihood estimate, which does not exist here")
+    if est.remedy is not None and not getattr(est, "proves_overlap", False):
+        model.separation_checks(run=True)  # a remedy says whether the data were separated
     ctx = FitContext(cov_type=cov_type, cov_kwds=cov_kwds_n, alpha=float(alpha),
                      maxiter=int(maxiter), on_separation=on_separation, progress=progress,
                      engine=engine, options=dict(remedy_kwds or {}))
     fit = est.fit(model, ctx)
+    # an estimator with proves_overlap decided separation in fit (clean MLE, else the LP)
+    if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True)):
+        extra_notes.append(f"separated data: remedy={est.remedy!r} used instead of the "
+                           "maximum-likelihood estimate, which does not exist here")
     fit.notes[:0] = extra_notes
     for msg in fit.warnings:
         _warn(msg, warned)

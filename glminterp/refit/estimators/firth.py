@@ -39,6 +39,11 @@ class Firth:
         self._multinomial: MultinomialBiasReduction | None = None  # set by check()
 
     @property
+    def proves_overlap(self) -> bool:
+        """The multinomial bias reduction decides separation itself (MLE first, LP if needed)."""
+        return self._multinomial is not None
+
+    @property
     def result_class(self) -> type:
         if self._multinomial is not None:
             return self._multinomial.result_class

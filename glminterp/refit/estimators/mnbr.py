@@ -7,6 +7,12 @@ quasi-complete separation. ``remedy="firth"`` on a softmax head with more than 2
 (a 2-class softmax head keeps the binomial Firth fit, the same estimate); ``remedy="mnbr"``
 names it directly for any softmax head.
 
+Separation: the maximum-likelihood fit is tried first (the fast engine, at most
+``_PROOF_MAX_ITER`` iterations); a clean optimum proves overlap (Albert & Anderson 1984), so
+the separation LP is skipped, and the MLE is the start of the bias reduction. Otherwise the LP
+decides (and names the separating units) and the bias reduction starts from the intercept-only
+fit.
+
 Inference: Wald standard errors, z-tests and intervals from the inverse Fisher information at
 the estimate (brglm2's); joint Wald test per unit (``unit_tests``, K - 1 df); the agreement test
 is the penalized likelihood ratio (:class:`~glminterp.refit.results.MultinomialBRRefitResult`).
@@ -14,8 +20,14 @@ is the penalized likelihood ratio (:class:`~glminterp.refit.results.MultinomialB
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
 
+from glminterp import engine as eng
+from glminterp.refit import acceptance as acc
+from glminterp.refit import likelihood as lk
 from glminterp.refit.errors import FitError
 from glminterp.refit.estimators.base import (
     EstimatorFit,
@@ -23,6 +35,10 @@ from glminterp.refit.estimators.base import (
     check_options,
     penalized_stats,
 )
+
+log = logging.getLogger("glminterp.refit")
+_PROOF_MAX_ITER = 50  # an MLE not reached by then is left to the LP (it may not exist)
+_FAILURES = (np.linalg.LinAlgError, eng.FisherSingularError, ValueError, OverflowError)
 
 INFERENCE = (
     "multinomial mean bias reduction (Kosmidis & Firth 2011; brglm2 brmultinom AS_mean, the "
@@ -37,6 +53,7 @@ class MultinomialBiasReduction:
     name = "mnbr"
     remedy = "mnbr"
     options = ("tol", "max_iter")
+    proves_overlap = True  # fit() decides separation itself (see the module docstring)
 
     @property
     def result_class(self) -> type:
@@ -58,8 +75,11 @@ class MultinomialBiasReduction:
         from glminterp.refit.mnbr import fit_multinomial_br
 
         opts = check_options(self.name, self.options, ctx.options)
+        start = overlap_by_mle(model, ctx)
+        if start is None:
+            model.separation_checks(run=True)
         res = fit_multinomial_br(model.features.to_numpy(dtype=np.float64), model.y,
-                                 model.n_classes, **opts)
+                                 model.n_classes, start=start, **opts)
         if not res.converged:
             raise FitError(
                 f"The multinomial bias reduction did not converge in {res.n_iter} iterations "
@@ -73,8 +93,33 @@ class MultinomialBiasReduction:
             engine="remedy:mnbr", converged=True,
             criterion=f"Fisher-metric step I^-1 (U + A) below tol={res.tol:g} "
                       f"({res.n_iter} iterations; brglm2's criterion)",
-            labelled=True,
+            labelled=True, start="maximum likelihood" if start is not None else "null",
         )
+
+
+def overlap_by_mle(model, ctx: FitContext) -> np.ndarray | None:
+    """The MLE if the engine reaches a clean optimum (recorded as proof of overlap), else None."""
+    from glminterp.refit.estimators.ml_fast import warm_start
+
+    target = model.targets()[0]
+    start, _ = warm_start(target, model.x)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the verdict below is the one truth
+            er = eng.fit_multinomial(model.features, target.y, start=start,
+                                     max_iter=min(ctx.maxiter, _PROOF_MAX_ITER))
+        beta = np.asarray(er.params, dtype=np.float64)
+        verdict = acc.check_optimum("multinomial", model.x, target.y, beta,
+                                    lk.loglik_multinomial(model.x, target.y, beta),
+                                    target.null_ll, er.fisher)
+    except _FAILURES:
+        return None
+    if not verdict.clean:
+        log.info("maximum-likelihood fit is not a clean optimum (%s): separation LP",
+                 verdict.reason)
+        return None
+    model.record_overlap(0, "clean maximum-likelihood optimum")
+    return beta
 
 
 def wants_multinomial_br(model) -> bool:
