@@ -11,7 +11,13 @@ Timing: ``glminterp.refit.mnbr.fit_multinomial_br`` (the public fit, all input c
 remedy="firth")`` vs ``refit_output_layer(acts)`` (the MLE refit) on an Activations object of the
 same data, every check included (both prove overlap from a clean maximum-likelihood optimum and
 skip the separation LP; the bias reduction then starts from that MLE); ``--lp`` also times the
-LP on its own (minutes at the full size on the LP of this version). Coverage: see
+LP on its own (minutes at the full size on the LP of this version).
+
+Measured (2 shared cores, load ~6, one run): ``--public`` at N=10,000, p=256, K=10: MLE refit
+7.97 s, ``remedy="firth"`` 34.25 s (7 bias-reduction iterations from the MLE start; overlap
+proved by the clean MLE, no LP): 4.29x (goal <= 3). ``--public --small``: 0.15 s vs 0.17 s
+(1.12x); the LP alone there 0.77 s. Per iteration the time is one information matrix plus the
+hat quantities (each one BLAS pass of ``N (K-1)^2 (p+1)^2``) and a Cholesky inverse. Coverage: see
 :func:`coverage`.
 """
 

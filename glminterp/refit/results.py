@@ -158,6 +158,7 @@ class RefitResult:
         Maximum likelihood: statsmodels results (also with ``engine="fast"``), one
         ``MNLogitResults`` or a dict class -> ``GLMResults``. With a remedy, its own result
         objects (:class:`~glminterp.refit.firth.FirthResult`,
+        :class:`~glminterp.refit.mnbr.MultinomialBRResult`,
         :class:`~glminterp.refit.penalized.RidgeResult`,
         :class:`~glminterp.refit.penalized.PCAResult`), one or a dict per output.
         """
