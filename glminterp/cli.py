@@ -24,6 +24,8 @@ Steps (each a subcommand; `glminterp <step> --help` for details):
   run      run a whole study: train the network on the train split, extract the head's input
            activations, refit the head as a GLM on the held-out refit split, cross-reference
            with CAMs / classic visualizations, and write reports/<study>/report.html
+  analyze  the same for your own trained network (--model module:factory --checkpoint
+           weights.pt --images FOLDER | --npz | --idx | --activations), nothing retrained
   extract  load a saved model (state dict + architecture name), run it over a data set and
            write the head's input activations (or chosen layers) to Parquet or CSV
   refit    refit the head from saved activations (Parquet) as a statsmodels GLM and write
@@ -39,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="glminterp", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", metavar="{run,extract,refit,report}")
+    sub = p.add_subparsers(dest="command", metavar="{run,analyze,extract,refit,report}")
 
     r = sub.add_parser(
         "run", help="run a study end to end and write its report",
@@ -63,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="maximum-likelihood solver of the refit (default auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
+    from glminterp.cli_analyze import add_parser as add_analyze
+
+    add_analyze(sub)
     e = sub.add_parser(
         "extract", help="extract activations from a saved model",
         description="Rebuild a reference architecture from a state dict (torch.load with "
@@ -207,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args, argv)
+        if args.command == "analyze":
+            from glminterp import cli_analyze
+
+            return cli_analyze.main(args, argv)
         if args.command == "extract":
             return _cmd_extract(args)
         if args.command == "refit":

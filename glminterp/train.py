@@ -140,7 +140,20 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, architecture: str, **
     """Save the state dict plus a JSON sidecar (architecture name and constructor arguments).
 
     Only tensors are pickled, so :func:`load_checkpoint` can use ``weights_only=True``.
+    ``architecture`` must be one of the package's own (:data:`glminterp.models.ARCHITECTURES`),
+    since only those can be rebuilt from a name; save any other network with
+    ``torch.save(model.state_dict(), path)`` and analyse it with ``glminterp analyze --model
+    module:factory --checkpoint path``.
     """
+    from glminterp.models import ARCHITECTURES
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture={architecture!r} is not one of glminterp's own ({', '.join(ARCHITECTURES)}), "
+            "so the checkpoint could not be rebuilt from its name. Save your network's weights "
+            "with torch.save(model.state_dict(), path) and analyse it with `glminterp analyze "
+            "--model package.module:factory --checkpoint path` (or gi.Analysis(model, data))."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
