@@ -174,10 +174,11 @@ class EstimatorChoice:
     estimator: str
     why: str
     tried: tuple[str, ...] = ()
+    detail: str = ""
 
     def to_dict(self) -> dict:
         return {"remedy": self.remedy, "estimator": self.estimator, "why": self.why,
-                "tried": list(self.tried)}
+                "tried": list(self.tried), "detail": self.detail}
 
 
 _ESTIMATORS = {None: "maximum likelihood", "firth": "Firth / bias-reduced likelihood",
@@ -202,10 +203,9 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
     try:
         return fit(remedy=None), EstimatorChoice(
             None, _ESTIMATORS[None], "The refit rows are not separated, so the "
-            "maximum-likelihood estimate exists and its Wald / likelihood-ratio inference "
-            "applies.", ("mle",))
+            "maximum-likelihood estimate exists.", ("mle",))
     except SeparationError as e:
-        separated = str(e)
+        sep = e
     tried, last = ["mle"], None
     for cand in ("firth", "ridge"):
         tried.append(cand)
@@ -215,13 +215,23 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
             last = e
             continue
         skipped = "" if cand == "firth" else (
-            f" Firth's bias-reduced fit was not available for this {n_classes}-class head "
-            f"({last}).")
-        why = (f"The refit rows are separated ({separated}): the maximum-likelihood estimate does "
-               f"not exist, so the head was refitted with remedy={cand!r} "
-               f"({_ESTIMATORS[cand]}).{skipped}")
-        return res, EstimatorChoice(cand, _ESTIMATORS[cand], why, tuple(tried))
+            f" Firth's bias-reduced fit is not available for this {n_classes}-class head.")
+        why = (f"The refit rows are separated ({_separation_phrase(sep)}): the "
+               "maximum-likelihood estimate does not exist, so the head was refitted with "
+               f"remedy={cand!r} ({_ESTIMATORS[cand]}).{skipped}")
+        detail = f"Separation: {sep}" + (f" Firth: {last}" if last is not None else "")
+        return res, EstimatorChoice(cand, _ESTIMATORS[cand], why, tuple(tried), detail)
     raise last  # pragma: no cover - ridge always exists
+
+
+def _separation_phrase(err) -> str:
+    classes = list(getattr(err, "classes", ()) or ())
+    n_units = int(getattr(err, "n_units", 0) or 0)
+    if not classes:
+        return str(err).split(". ")[0]
+    shown = ", ".join(map(str, classes[:4])) + (", ..." if len(classes) > 4 else "")
+    return (f"class{'es' if len(classes) > 1 else ''} {shown} perfectly predicted by a "
+            f"direction using {n_units} unit{'s' if n_units != 1 else ''}")
 
 
 # ----------------------------------------------------------------------------- the analysis

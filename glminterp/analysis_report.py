@@ -196,6 +196,8 @@ def write_report(a, folder: str | Path, *, command_line=None) -> Path:
     coef = a.refit.coefficients if a.refit is not None else pd.DataFrame()
     if a.extras.get("remedy_fallback"):
         rb.warning("fit", a.extras["remedy_fallback"])
+        if a.estimator.detail:
+            rb.text("fit", a.estimator.detail)
     rp.add_refit_sections(rb, coef, fit)
     _steps_sections(rb, a)
     rb.summary = [a.description] if a.description else []

@@ -53,8 +53,10 @@ def agreement_sentence(agreement: Mapping | None) -> str:
     if not agreement:
         return "The agreement test of the network's head with the refit was not recorded."
     text = agreement.get("interpretation")
-    if text:
-        return str(text)
+    if text:  # its first sentence; the whole interpretation is in the agreement section
+        text = str(text)
+        cut = text.find(". ")
+        return text if cut < 0 else text[: cut + 1]
     if agreement.get("p_value") is None:
         return "The agreement test is not defined for this refit."
     verdict = "rejected" if agreement.get("reject") else "not rejected"
@@ -89,8 +91,9 @@ def limits(fit: Mapping) -> list[str]:
                    "errors of correlated units are large.")
     if fit.get("error"):
         out.append(f"The refit failed: {fit['error']}")
-    for w in (fit.get("warnings") or [])[:3]:
-        out.append(str(w))
+    shown = [w for w in fit.get("warnings") or []
+             if not (isinstance(remedy, Mapping) and "PENALIZED" in str(w).upper())]
+    out.extend(str(w) for w in shown[:3])  # the rest are in the diagnostics section
     return out
 
 

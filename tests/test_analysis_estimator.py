@@ -37,7 +37,8 @@ def test_separated_two_classes_uses_firth():
     res, choice = choose_estimator(fits, "auto", 2)
     assert res == "fit:firth" and fits.calls == [None, "firth"]
     assert choice.remedy == "firth" and choice.tried == ("mle", "firth")
-    assert "class 3 is separated by unit u1" in choice.why and "refitted with" in choice.why
+    assert "class 3 perfectly predicted by a direction using 1 unit" in choice.why
+    assert "refitted with" in choice.why and "class 3 is separated by unit u1" in choice.detail
 
 
 def test_separated_softmax_without_multinomial_firth_falls_back_to_ridge():
@@ -46,6 +47,7 @@ def test_separated_softmax_without_multinomial_firth_falls_back_to_ridge():
     res, choice = choose_estimator(fits, "auto", 10)
     assert res == "fit:ridge" and fits.calls == [None, "firth", "ridge"]
     assert choice.remedy == "ridge" and "not available for this 10-class head" in choice.why
+    assert "implemented for binomial models" in choice.detail
 
 
 def test_forced_estimators_and_mle_only():
