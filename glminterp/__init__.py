@@ -21,7 +21,7 @@ from glminterp.faithfulness import compare_faithfulness, confidence_change, dele
 from glminterp.glm import RefitResult, refit_output_layer
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
-from glminterp.inputs import as_labeled_images, load_image_folder, load_idx, load_npz
+from glminterp.inputs import as_labeled_images, load_idx, load_image_folder, load_npz
 from glminterp.model_summary import layer_table
 from glminterp.models import MLP, GapCNN, build_model, zero_one_net
 from glminterp.saliency import (

@@ -180,6 +180,13 @@ class EstimatorChoice:
         return {"remedy": self.remedy, "estimator": self.estimator, "why": self.why,
                 "tried": list(self.tried), "detail": self.detail}
 
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return "<table>" + "".join(
+            f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"
+            for k, v in self.to_dict().items()) + "</table>"
+
 
 _ESTIMATORS = {None: "maximum likelihood", "firth": "Firth / bias-reduced likelihood",
                "ridge": "ridge-penalized likelihood", "pca": "maximum likelihood on principal "

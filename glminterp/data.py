@@ -75,6 +75,16 @@ class LabeledImages(torch.utils.data.Dataset):
             f"{self.n_classes} classes, splits={splits})"
         )
 
+    def _repr_html_(self) -> str:
+        """Notebook view: size, classes and rows per class and split."""
+        from html import escape
+
+        counts = pd.crosstab(pd.Series([self.classes[i] for i in self.labels.tolist()],
+                                       name="class"),
+                             pd.Series(self.split if self.split is not None else
+                                       np.full(len(self), "(no split)"), name="split"))
+        return f"<p>{escape(repr(self))}</p>" + counts.to_html()
+
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i], self.ids[i]
 

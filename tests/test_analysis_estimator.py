@@ -88,3 +88,12 @@ def test_applicable_steps_by_architecture(gap_cnn_digits, mlp_digits, digits):
     assert {s for s, why in steps.items() if why is None} == {
         "occlusion", "receptive_fields", "olden_garson"}
     assert "GAP head" in steps["cam"]
+
+
+def test_notebook_html(digits):
+    _, choice = choose_estimator(FakeFits({None: SEP}), "auto", 2)
+    html = choice._repr_html_()
+    assert "<table>" in html and "firth" in html
+    assert "remedy='firth'" not in html and "remedy=&#39;firth&#39;" in html  # escaped
+    view = digits._repr_html_()
+    assert "<table" in view and "refit" in view and "digits" in view

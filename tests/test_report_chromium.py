@@ -74,7 +74,6 @@ def probe(html_path: Path, tmp_path: Path, width: int = 1280, height: int = 900)
     (the report itself has no script)."""
     import json
     import re
-
     import tempfile
 
     copy = tmp_path / f"probe-{width}.html"
