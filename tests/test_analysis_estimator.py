@@ -94,6 +94,6 @@ def test_notebook_html(digits):
     _, choice = choose_estimator(FakeFits({None: SEP}), "auto", 2)
     html = choice._repr_html_()
     assert "<table>" in html and "firth" in html
-    assert "remedy='firth'" not in html and "remedy=&#39;firth&#39;" in html  # escaped
+    assert "remedy=&#x27;firth&#x27;" in html  # escaped
     view = digits._repr_html_()
     assert "<table" in view and "refit" in view and "digits" in view
