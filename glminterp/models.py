@@ -61,38 +61,30 @@ class GapCNN(nn.Module):
     n_classes : int
     widths : tuple of three ints
         Channels of conv1..conv3; ``widths[2]`` is the number of GLM regressors.
-    batch_norm : bool
-        A BatchNorm2d (``bn1..bn3``) after each convolution: trains faster and more accurately
-        on small data; the head still reads ``relu3``'s channel means.
     """
 
     def __init__(
-        self, in_channels: int = 1, n_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 16),
-        batch_norm: bool = False,
+        self, in_channels: int = 1, n_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 16)
     ) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.glminterp_link = "softmax"
-        norm = nn.BatchNorm2d if batch_norm else (lambda c: nn.Identity())
         self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
-        self.bn1 = norm(c1)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.bn2 = norm(c2)
         self.relu2 = nn.ReLU()
         self.pool2 = nn.MaxPool2d(2)
         self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
-        self.bn3 = norm(c3)
         self.relu3 = nn.ReLU()
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(c3, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
-        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
-        x = self.relu3(self.bn3(self.conv3(x)))
+        x = self.pool1(self.relu1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.relu3(self.conv3(x))
         return self.fc(self.flatten(self.gap(x)))
 
 
