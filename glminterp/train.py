@@ -175,7 +175,10 @@ def load_checkpoint(path: str | Path, architecture: str | None = None, **config)
     if architecture is None:
         if not side.is_file():
             raise FileNotFoundError(
-                f"{side} not found: pass architecture=<name> (one of mlp, zero_one, gap_cnn)."
+                f"{side} not found, so the checkpoint does not name its architecture: pass "
+                "architecture=<name> (--architecture on the command line; one of mlp, zero_one, "
+                "gap_cnn), or for your own network `glminterp analyze --model "
+                f"package.module:factory --checkpoint {path}`."
             )
         meta = json.loads(side.read_text())
         architecture, config = meta["architecture"], {**meta["config"], **config}
