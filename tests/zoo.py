@@ -292,11 +292,11 @@ class FlattenHeadCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, n_classes: int = 10) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, 2, 3, padding=1)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(4 * 4 * 4, n_classes)
+        self.fc = nn.Linear(2 * 4 * 4, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.pool(self.relu(self.conv(x)))))
@@ -378,7 +378,9 @@ ZOO: dict[str, ZooEntry] = {
     ),
     "vgg": ZooEntry(vgg, head="classifier.3", gradcam_layer="features.4"),
     # DenseNet: F.relu runs after the last module, so no module's maps pool to the head input.
-    "densenet": ZooEntry(densenet, head="classifier", gradcam_layer="features"),
+    # (Grad-CAM on "features" itself is right here, but torchcam's copy of it is overwritten
+    # by the in-place F.relu, so the comparison uses the last conv.)
+    "densenet": ZooEntry(densenet, head="classifier", gradcam_layer="features.3"),
     "mean_pool_net": ZooEntry(mean_pool_net, cam_layer="relu2", gradcam_layer="relu2"),
     "mobilenet": ZooEntry(
         mobilenet, head="classifier.1", cam_layer="features.8", gradcam_layer="features.8"
