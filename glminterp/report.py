@@ -678,7 +678,10 @@ def add_refit_sections(
                   "the GLM's estimate both divided by the GLM's standard error: the y axis is the "
                   f"Wald z with its {100 * (1 - alpha):g}% CI as bars, and a bar crossing the "
                   "dashed line y = x means the network's weight lies inside the GLM's CI (red: "
-                  "significant after Holm correction).")
+                  "significant after Holm correction)."
+                  + (f" {comparison.attrs['n_degenerate']} coefficients of near-constant units "
+                     "(SE below a thousandth of the median) are not drawn."
+                     if comparison.attrs.get("n_degenerate") else ""))
     else:
         rb.note("agreement", "Network weights are not available for this refit.")
     if isinstance(ag, Mapping) and ag:
@@ -696,7 +699,9 @@ def _overview(rb: ReportBuilder, coefficients: pd.DataFrame | None, fit: Mapping
     if coefficients is not None and not coefficients.empty and "se" in coefficients:
         rb.table("overview", summ.headline_table(coefficients, alpha), top=100,
                  caption=f"Units that matter per class: Holm-corrected p < {alpha:g}, strongest "
-                 "by |z|, with Bonferroni-simultaneous CIs over all unit coefficients")
+                 "by |z|, with Bonferroni-simultaneous CIs over all unit coefficients"
+                 + (" (each class against the reference class)"
+                    if fit.get("parametrization") == "reference" else ""))
     rb.text("overview", "Agreement of the network's head with the GLM: "
             + summ.agreement_sentence(fit.get("agreement")))
     lim = summ.limits(fit)

@@ -101,14 +101,20 @@ def comparison_frame(coefficients: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Network weight and GLM estimate per (class, unit) on the GLM's z scale, for plotting.
 
     ``x = network_weight / se``, ``y = coef / se`` (the Wald z), ``y_lo, y_hi`` the CI divided
-    by ``se``; ``significant`` is ``p_holm < alpha``. Rows without a network weight or SE are
-    dropped.
+    by ``se``; ``significant`` is ``p_holm < alpha``. Rows without a network weight or SE, and
+    near-constant units (SE below a thousandth of the median SE), are dropped; their number is
+    ``frame.attrs["n_degenerate"]``.
     """
     units = _units(coefficients).dropna(subset=["network_weight", "coef", "se"])
-    units = units[units["se"] > 0]
+    # near-constant units (SE a thousandth of the typical one) would put the network's weight
+    # at |x| ~ 1e8 and flatten every other point: they are left out, and counted
+    floor = 1e-3 * float(units["se"].median()) if len(units) else 0.0
+    keep = units["se"] > floor
+    n_degenerate = int((~keep).sum())
+    units = units[keep]
     se = units["se"].to_numpy(dtype=float)
     p_col = "p_holm" if "p_holm" in units else "p"
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "class": units["class"].astype(str).to_numpy(),
         "term": units["term"].astype(str).to_numpy(),
         "x": units["network_weight"].to_numpy(dtype=float) / se,
@@ -117,3 +123,5 @@ def comparison_frame(coefficients: pd.DataFrame, alpha: float) -> pd.DataFrame:
         "y_hi": units["ci_upper"].to_numpy(dtype=float) / se,
         "significant": (units[p_col].to_numpy(dtype=float) < alpha) & np.isfinite(se),
     })
+    frame.attrs["n_degenerate"] = n_degenerate
+    return frame

@@ -34,7 +34,8 @@ def analyse(name, data, tmp_path, **kw):
 def test_flatten_head_cnn_full_report(tmp_path):
     a = analyse("flatten_head_cnn", small_digits(), tmp_path)
     html, fit = check_full_report(a.folder, ran={"gradcam", "occlusion", "patches", "deconvnet"})
-    assert a.activations.head.n_inputs == 64 and not a.activations.head.gap
+    head = a.activations.head
+    assert head.n_inputs == a.model.fc.in_features and not head.gap
     # Grad-CAM (not CAM: no GAP head), Zeiler & Fergus patch grids beside their projections
     assert "Grad-CAM" in section(html, "cam") and "data:image/png" in section(html, "cam")
     patches = a.extras["top_patches"]
@@ -44,7 +45,8 @@ def test_flatten_head_cnn_full_report(tmp_path):
     layers = pd.read_csv(a.folder / "layers.csv")
     assert layers["layer"].tolist() == ["conv", "relu", "pool", "flatten", "fc", "total"]
     assert layers["parameters"].iloc[-1] == sum(p.numel() for p in a.model.parameters())
-    assert layers.loc[layers["layer"] == "pool", "output shape"].item() == "4 x 4 x 4"
+    width = a.model.conv.out_channels
+    assert layers.loc[layers["layer"] == "pool", "output shape"].item() == f"{width} x 4 x 4"
 
 
 @pytest.mark.slow

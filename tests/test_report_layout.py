@@ -68,3 +68,11 @@ def test_comparison_frame_on_the_z_scale():
     np.testing.assert_allclose(frame["y"], units["coef"] / units["se"])
     np.testing.assert_allclose(frame["x"], units["network_weight"] / units["se"])
     np.testing.assert_allclose(frame["y_hi"] - frame["y"], 2.0)  # toy CIs are coef +/- 2 se
+
+
+def test_comparison_leaves_out_near_constant_units():
+    coef = toy_coefficients(units=("u1", "u2", "u3", "u4"))
+    coef.loc[coef["term"] == "u4", "se"] = 1e-9  # a nearly dead unit: |w / se| ~ 1e9
+    frame = summ.comparison_frame(coef, 0.05)
+    assert "u4" not in set(frame["term"]) and frame.attrs["n_degenerate"] == 2
+    assert len(frame) == 6
