@@ -475,10 +475,26 @@ class Analysis:
         return self
 
     def write_report(self, folder: str | Path, *, command_line: Sequence[str] | None = None) -> Path:
-        """Write the report folder (report.html, CSV/JSON results, figures); returns report.html."""
-        from glminterp.analysis_report import write_report
+        """Write the report folder (report.html, CSV/JSON results, figures); returns report.html.
 
+        Raises
+        ------
+        RefitFailedError
+            If the refit failed (no report is written; an earlier one is kept).
+        OutputPathError
+            If ``folder`` exists and is not glminterp output.
+        """
+        from glminterp.analysis_report import write_report
+        from glminterp.errors import RefitFailedError
+        from glminterp.outputs import check_output_folder
+
+        check_output_folder(folder)
         self.run()
+        if self.refit is None:  # the central step: no report rather than empty coefficients
+            raise RefitFailedError(
+                f"{self.name}: the GLM refit failed ({self.refit_error}); no report was written "
+                f"and {folder} was left as it was. Try more rows, another remedy "
+                "(Plan(remedy=...), --remedy) or another seed.")
         self.folder = Path(folder)
         self._say(f"writing {self.folder}")
         return write_report(self, self.folder, command_line=command_line)

@@ -212,7 +212,8 @@ def write_report(a, folder: str | Path, *, command_line=None) -> Path:
                     lambda p: dataclasses.replace(acts, maps={}).to_parquet(p))
     if a.model_kwargs is not None and a.architecture in glminterp.models.ARCHITECTURES:
         rb.add_file("model.pt", lambda p: glminterp.save_checkpoint(
-            a.model, p, architecture=a.architecture, **a.model_kwargs))
+            a.model, p, architecture=a.architecture, input_shape=a.data.images.shape[1:],
+            **a.model_kwargs))
     else:
         rb.add_file("model.pt", lambda p: torch.save(a.model.state_dict(), p))
     prov = rp.provenance(

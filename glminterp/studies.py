@@ -132,6 +132,9 @@ def run_study(name: str = DEFAULT_STUDY, out: str | Path = "reports", *, seed: i
     if name == "mnist_idx" and idx_path is None:
         raise ValueError("study 'mnist_idx' needs idx_path=<folder with the MNIST IDX files> "
                          "(--idx-path on the command line).")
+    from glminterp.outputs import check_output_folder
+
+    check_output_folder(Path(out) / name)  # refuse before training, not after
     module = load_study(name)
     config = (config or module.DEFAULTS).replace(**overrides)
     kw = {"idx_path": idx_path} if name == "mnist_idx" else {}
