@@ -21,8 +21,8 @@ NAME = "mnist_mlp"
 DEFAULTS = StudyConfig(epochs=15, lr=3e-3, batch_size=64)
 
 
-def run(out="reports", *, config=DEFAULTS, seed=0, progress=True, command_line=None):
-    data = gi.load_mnist5k()
+def run(out="reports", *, config=DEFAULTS, seed=0, progress=True, command_line=None, data=None):
+    data = gi.load_mnist5k() if data is None else data
     n_in = int(np.prod(data.images.shape[1:]))
     kwargs = {"n_inputs": n_in, "n_hidden": int(config.hidden), "n_classes": data.n_classes,
               "output": config.mlp_output}

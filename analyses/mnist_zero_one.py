@@ -29,8 +29,8 @@ def zero_one_data(data):
     return replace(sub, classes=("0", "1"), name=f"{data.name} (0 vs 1)")
 
 
-def run(out="reports", *, config=DEFAULTS, seed=0, progress=True, command_line=None):
-    data = zero_one_data(gi.load_mnist5k())
+def run(out="reports", *, config=DEFAULTS, seed=0, progress=True, command_line=None, data=None):
+    data = zero_one_data(gi.load_mnist5k() if data is None else data)
     n_in = int(np.prod(data.images.shape[1:]))
     model = gi.build_model("zero_one", seed=seed, n_inputs=n_in)
     analysis = gi.Analysis(

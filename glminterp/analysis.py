@@ -351,15 +351,20 @@ class Analysis:
 
     # -- steps
     def train(self, *, epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-              weight_decay: float = 0.0) -> Analysis:
-        """Train the model on the train split (only when asked; the studies do)."""
+              weight_decay: float = 0.0, trainer: Callable | None = None) -> Analysis:
+        """Train the model on the train split (only when asked; the studies do).
+
+        ``trainer`` has the signature of :func:`glminterp.train_model` (the default) and
+        returns a :class:`~glminterp.train.TrainingHistory`.
+        """
         from glminterp.train import train_model
 
         train = self.data.get_split("train")
         self._say(f"{self.name}: training {self.architecture} on {len(train)} rows")
         self.history = self._steps.time(
-            "train", train_model, self.model, train, epochs=epochs, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, seed=self.seed, progress=self.progress)
+            "train", trainer or train_model, self.model, train, epochs=epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=self.seed,
+            progress=self.progress)
         return self
 
     def extract(self):

@@ -30,7 +30,8 @@ from pathlib import Path
 from types import ModuleType
 
 from glminterp.analysis import Analysis, Plan
-from glminterp.data import DEFAULT_FRACTIONS
+from glminterp.data import DEFAULT_FRACTIONS, load_mnist5k
+from glminterp.train import train_model
 
 STUDIES: tuple[str, ...] = ("mnist_gap_cnn", "mnist_mlp", "mnist_zero_one", "mnist_idx")
 DEFAULT_STUDY = "mnist_gap_cnn"
@@ -38,6 +39,9 @@ ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
 #: What ``glminterp run`` returns: the study's :class:`~glminterp.Analysis`.
 StudyResult = Analysis
+#: The MNIST 5k studies' data, looked up when a study runs (a test can swap in smaller data).
+_mnist5k = load_mnist5k
+_MNIST5K_STUDIES = ("mnist_gap_cnn", "mnist_mlp", "mnist_zero_one")
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,9 @@ class StudyConfig:
                     save_activations=self.save_activations, **changes)
 
     def train(self, analysis: Analysis) -> Analysis:
-        """Train the analysis's model with these settings."""
+        """Train the analysis's model with these settings (:func:`glminterp.train_model`)."""
         return analysis.train(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                              weight_decay=self.weight_decay)
+                              weight_decay=self.weight_decay, trainer=train_model)
 
 
 def _check_study(study: str) -> None:
@@ -138,6 +142,8 @@ def run_study(name: str = DEFAULT_STUDY, out: str | Path = "reports", *, seed: i
     module = load_study(name)
     config = (config or module.DEFAULTS).replace(**overrides)
     kw = {"idx_path": idx_path} if name == "mnist_idx" else {}
+    if name in _MNIST5K_STUDIES:
+        kw["data"] = _mnist5k()
     return module.run(out, config=config, seed=seed, progress=progress,
                       command_line=command_line, **kw)
 
