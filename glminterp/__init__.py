@@ -18,12 +18,13 @@ from glminterp.data import (
     write_idx,
 )
 from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
-from glminterp.glm import RefitResult, refit_output_layer
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
 from glminterp.inputs import as_labeled_images, load_idx, load_image_folder, load_npz
 from glminterp.model_summary import layer_table
 from glminterp.models import MLP, GapCNN, build_model, zero_one_net
+from glminterp.refit import OutputLayerGLM, RefitResult, refit_output_layer
+from glminterp.refit.separation import SeparationError
 from glminterp.saliency import (
     deconvnet,
     hidden_unit_fields,
@@ -34,7 +35,6 @@ from glminterp.saliency import (
     top_activations,
     zero_one_analysis,
 )
-from glminterp.separation import SeparationError
 from glminterp.train import load_checkpoint, save_checkpoint, train_model
 
 __version__ = "0.1.0"
@@ -50,6 +50,7 @@ __all__ = [
     "HeadError",
     "LabeledImages",
     "MLP",
+    "OutputLayerGLM",
     "Plan",
     "RefitResult",
     "applicable_steps",

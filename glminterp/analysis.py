@@ -200,7 +200,7 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
     (the MLE does not exist) it tries Firth's bias-reduced likelihood (for any softmax head
     where the installed refit supports it) and then ridge. Raises what the last try raised.
     """
-    from glminterp.separation import SeparationError
+    from glminterp.refit.separation import SeparationError
 
     if remedy != "auto":
         res = fit(remedy=remedy)

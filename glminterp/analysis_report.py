@@ -51,7 +51,7 @@ def accuracy_by_split(acts) -> pd.DataFrame:
 
 def events_per_parameter(acts) -> float:
     """Rows of the rarest class on the refit split per live unit (de Jong et al. 2019)."""
-    from glminterp.diagnostics import events_per_parameter as epp
+    from glminterp.refit.diagnostics import events_per_parameter as epp
 
     refit_rows = acts.subset(split="refit")
     p = int((refit_rows.head_features().std(axis=0) > 0).sum())
