@@ -481,7 +481,9 @@ class DivergenceMonitor:
     :class:`~glminterp.separation.SeparationError` once ``window`` consecutive full steps
     show the first pattern, the coefficients have grown by half, some fitted probability
     has saturated (above ``1 - 1e-10``, a log-odds beyond 23) and the log-likelihood still
-    rises three moves further along the last one (a direction of recession), or as soon as the mean
+    rises three moves further along the last one (a direction of recession); or when the
+    coefficients double within the window for under 1% of log-likelihood with saturated
+    probabilities (a plateau, also seen with inexact CG steps); or as soon as the mean
     log-likelihood per row is above ``-llf_tol`` (a near-perfect fit), whichever comes first,
     so the fit stops after a few data passes, not hundreds of products. A finite optimum very
     far from the start can look the same for a few steps; the saturation requirement keeps
@@ -531,6 +533,13 @@ class DivergenceMonitor:
         steady = all(last[i][1] >= 0.8 * last[i - 1][1] for i in range(1, w))
         fading = all(0 <= gains[i] <= 0.8 * gains[i - 1] for i in range(1, w))
         grown = last[-1][2] >= 1.5 * rows[-w - 1][2]
+        # plateau: coefficients doubled over the window for under 1% of log-likelihood
+        plateau = (last[-1][2] >= 2.0 * rows[-w - 1][2]
+                   and llf - rows[-w - 1][0] < 1e-2 * abs(llf))
+        if plateau and (self._max_prob is None or self._max_prob() > 1.0 - 1e-10):
+            self._raise(trace, f"the largest coefficient grew from {rows[-w - 1][2]:.3g} to "
+                        f"{bmax:.3g} in {w} steps while the log-likelihood rose "
+                        f"{llf - rows[-w - 1][0]:.3g} only, with saturated probabilities")
         if not (full and steady and fading and grown):
             return
         if self._max_prob is not None and self._max_prob() <= 1.0 - 1e-10:

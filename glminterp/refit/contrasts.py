@@ -16,6 +16,7 @@ between two non-baseline classes is ``beta_a - beta_b`` (the baseline's coeffici
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +26,11 @@ import pandas as pd
 from scipy import stats
 
 from glminterp import engine as E
+
+# CG products per Newton step of the fit: well-posed fits need 5-40 with the Kronecker
+# preconditioner; many more means a degenerating information (separation), where the monitor
+# should see the next steps soon rather than after hundreds of products
+_FIT_CG_MAX = 100
 
 __all__ = ["ContrastResult", "contrast_matrix", "fit_contrasts", "solve_information"]
 
@@ -283,9 +289,15 @@ def fit_contrasts(
     gram_inv = E._gram_inv(chunks)
     monitor = E.multinomial_monitor(obj, arr.shape[0]) if detect_separation else None
     beta, llf, grad, _, _, conv, trace = E._solve(
-        obj, b0.ravel(order="F"), "newton-cg", tol, max_iter, cg_max_iter,
+        obj, b0.ravel(order="F"), "newton-cg", tol, max_iter, min(cg_max_iter, _FIT_CG_MAX),
         E._kron_precond(obj, gram_inv), monitor, full=False,
     )
+    if not conv:
+        warnings.warn(
+            f"the matrix-free fit did not reach the optimum in {trace.n_iter} iterations "
+            f"(largest score component {np.max(np.abs(grad)):.3g}); the SEs are not valid.",
+            RuntimeWarning, stacklevel=2,
+        )
     obj.value_grad(beta)  # cache the probabilities at the optimum for every product below
     v, n_solve, rel = solve_information(
         lambda d: _block_hvp(obj, beta, d), c_mat.T.copy(), _block_precond(obj, beta, gram_inv),
