@@ -478,7 +478,7 @@ class DivergenceMonitor:
     recession: Newton takes full steps of about constant length (coefficients grow linearly)
     while the gains shrink geometrically, and the linear predictors grow without bound. A
     finite optimum shows the opposite (steps shrink quadratically). The monitor raises
-    :class:`~glminterp.separation.SeparationError` once ``window`` consecutive full steps
+    :class:`~glminterp.refit.separation.SeparationError` once ``window`` consecutive full steps
     show the first pattern, the coefficients have grown by half, some fitted probability
     has saturated (above ``1 - 1e-10``, a log-odds beyond 23) and the log-likelihood still
     rises three moves further along the last one (a direction of recession); or when the
@@ -553,7 +553,7 @@ class DivergenceMonitor:
                         f"{rows[-w - 1][2]:.3g} to {bmax:.3g}")
 
     def _raise(self, trace: _Trace, why: str) -> None:
-        from glminterp.separation import SeparationError
+        from glminterp.refit.separation import SeparationError
 
         raise SeparationError(
             f"The {self.label} diverges ({why}) after {trace.n_iter} iterations and "
@@ -996,7 +996,7 @@ def fit_multinomial(
     cg_max_iter : int
         Conjugate-gradient iterations per Newton-CG step.
     detect_separation : bool
-        Stop with :class:`~glminterp.separation.SeparationError` as soon as the iterations
+        Stop with :class:`~glminterp.refit.separation.SeparationError` as soon as the iterations
         show the signature of separated data (:class:`DivergenceMonitor`), instead of
         iterating to ``max_iter`` and warning.
     max_memory : int, optional

@@ -8,7 +8,7 @@ import statsmodels.api as sm
 from _glm_sim import relu_features
 
 from glminterp import engine as E
-from glminterp.separation import SeparationError
+from glminterp.refit.separation import SeparationError
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from glminterp import engine as E
 from glminterp.refit.class_subset import fit_class_subset
 from glminterp.refit.contrasts import contrast_matrix, fit_contrasts
 from glminterp.refit.one_vs_rest import fit_one_vs_rest
-from glminterp.separation import SeparationError
+from glminterp.refit.separation import SeparationError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The numeric kernels (engine, Parquet/Dask refits, matrix-free estimators) never import torch."""
+"""The numeric kernels (engine, Parquet/Dask refits) import without torch (Dask workers)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _PROBE = """
 import json, sys
 import glminterp
-import glminterp.engine, glminterp.scale, glminterp.separation
-import glminterp.refit.contrasts, glminterp.refit.class_subset, glminterp.refit.one_vs_rest
+import glminterp.engine, glminterp.scale  # what Dask workers and Parquet readers load
 heavy = sorted(m for m in ("torch", "torchvision", "matplotlib", "statsmodels") if m in sys.modules)
 before = "torch" in sys.modules
 glminterp.GapCNN  # a public name still resolves, and only then loads torch

@@ -129,7 +129,7 @@ def fit_class_subset(
     baseline : optional
         Baseline class of the subset (default: the first sorted one).
     detect_separation : bool
-        Stop early with :class:`~glminterp.separation.SeparationError` on separated data.
+        Stop early with :class:`~glminterp.refit.separation.SeparationError` on separated data.
     **engine_kwds
         Passed to :func:`glminterp.engine.fit_multinomial` (``method``, ``tol``,
         ``max_memory``...).

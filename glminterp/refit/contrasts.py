@@ -266,7 +266,7 @@ def fit_contrasts(
         Newton iterations; CG iterations per Newton step and per contrast solve.
     chunk_size : int, optional
     detect_separation : bool
-        Stop early with :class:`~glminterp.separation.SeparationError` on separated data.
+        Stop early with :class:`~glminterp.refit.separation.SeparationError` on separated data.
 
     Returns
     -------

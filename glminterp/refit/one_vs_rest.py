@@ -72,7 +72,7 @@ def fit_one_vs_rest(x, y, classes: Sequence | None = None, *, detect_separation:
     """Fit class-vs-rest logistic regressions for ``classes`` (default: every class in ``y``).
 
     ``**engine_kwds`` go to :func:`glminterp.engine.fit_binomial`. Separated classes raise
-    :class:`~glminterp.separation.SeparationError` early when ``detect_separation``.
+    :class:`~glminterp.refit.separation.SeparationError` early when ``detect_separation``.
     """
     yy = np.asarray(y)
     labels = sorted(np.unique(yy).tolist()) if classes is None else list(dict.fromkeys(classes))
