@@ -200,6 +200,7 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
     (the MLE does not exist) it tries Firth's bias-reduced likelihood (for any softmax head
     where the installed refit supports it) and then ridge. Raises what the last try raised.
     """
+    from glminterp.refit.errors import FitError
     from glminterp.refit.separation import SeparationError
 
     if remedy != "auto":
@@ -218,10 +219,12 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
         tried.append(cand)
         try:
             res = fit(remedy=cand)
-        except (ValueError, NotImplementedError) as e:  # e.g. Firth not available for K > 2
+        except (ValueError, NotImplementedError, FitError) as e:  # unavailable / no optimum
             last = e
             continue
         skipped = "" if cand == "firth" else (
+            f" Firth's bias-reduced fit did not converge for this {n_classes}-class head."
+            if isinstance(last, FitError) else
             f" Firth's bias-reduced fit is not available for this {n_classes}-class head.")
         why = (f"The refit rows are separated ({_separation_phrase(sep)}): the "
                "maximum-likelihood estimate does not exist, so the head was refitted with "

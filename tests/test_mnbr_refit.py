@@ -180,3 +180,9 @@ def test_separation_error_advises_the_multinomial_bias_reduction():
     msg = str(e.value)
     assert "remedy='firth' keeps this softmax model" in msg and "brmultinom" in msg
     assert "one-vs-rest: a different model" in msg
+
+
+def test_non_convergence_is_a_fit_error_naming_the_cause():
+    x, y, _, _ = _fixture("realsep")
+    with pytest.raises(gi.refit.FitError, match="parameters / rows"):
+        _refit(x, y, remedy_kwds={"max_iter": 1})

@@ -81,10 +81,14 @@ class MultinomialBiasReduction:
         res = fit_multinomial_br(model.features.to_numpy(dtype=np.float64), model.y,
                                  model.n_classes, start=start, **opts)
         if not res.converged:
+            ratio = beta_size(model) / model.n_obs
             raise FitError(
                 f"The multinomial bias reduction did not converge in {res.n_iter} iterations "
-                f"(last Fisher-metric step {res.step_norm:.3g} > tol={res.tol:g}); raise "
-                "remedy_kwds={'max_iter': ...} or drop units."
+                f"(last Fisher-metric step {res.step_norm:.3g} > tol={res.tol:g}). Its "
+                "iteration converges at a rate that grows with parameters / rows (here "
+                f"{beta_size(model)} / {model.n_obs} = {ratio:.2g}); "
+                + ("use fewer units (remedy='pca') or more held-out rows."
+                   if ratio > 0.3 else "raise remedy_kwds={'max_iter': ...} or drop units.")
             )
         beta = np.array(res.params)
         stats = penalized_stats(model, beta, beta.size, [True], pll=[res.pll])
@@ -120,6 +124,11 @@ def overlap_by_mle(model, ctx: FitContext) -> np.ndarray | None:
         return None
     model.record_overlap(0, "clean maximum-likelihood optimum")
     return beta
+
+
+def beta_size(model) -> int:
+    """Coefficients of the multinomial refit, ``(p + 1)(K - 1)``."""
+    return len(model.terms) * (model.n_classes - 1)
 
 
 def wants_multinomial_br(model) -> bool:
