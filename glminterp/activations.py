@@ -8,6 +8,7 @@ outputs per sample (``obs``), the optional full conv maps, and a description of 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import tempfile
 import warnings
@@ -41,6 +42,38 @@ def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
     return [f"{layer}:{j:0{width}d}" for j in range(n_units)]
 
 
+class _LazyFrame:
+    """A DataFrame built on first access (extraction returns arrays; pandas costs a fixed
+    amount per call that would dominate small, fast models)."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build) -> None:
+        self.build = build
+
+
+class _LazyField:
+    """Data descriptor for a frozen dataclass field that may hold a :class:`_LazyFrame`: the
+    first read builds the DataFrame and keeps it."""
+
+    def __init__(self, name: str) -> None:
+        self.key = f"_lazy_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.key)  # no class-level default for dataclasses
+        value = obj.__dict__[self.key]
+        if isinstance(value, _LazyFrame):
+            value = value.build()
+            obj.__dict__[self.key] = value
+        return value
+
+    def __set__(self, obj, value) -> None:
+        if self.key in obj.__dict__:
+            raise AttributeError("Activations is frozen.")
+        obj.__dict__[self.key] = value
+
+
 @dataclass(frozen=True)
 class Activations:
     """Exported activations, one row per sample.
@@ -51,7 +84,10 @@ class Activations:
         Index ``sample_id``; one float column per unit, grouped by layer in the order asked.
     obs : DataFrame
         Same index: ``label``, ``pred`` (arg-max output), ``split`` and ``prob:<class>`` (the
-        network's output after its link), one per output unit.
+        network's output after its link), one per output unit. Labels given as an ``(N, K)``
+        matrix (multi-label 0/1 targets) or as real numbers (a regression head) are kept as
+        ``target:<class>`` float columns instead (``label`` is then missing); they are the
+        default response of the binomial / gaussian refit.
     head : Head or None
         The output layer as a GLM (None if no head could be detected; see
         ``metadata["head_error"]``).
@@ -119,6 +155,11 @@ class Activations:
             obs=self.obs.loc[mask],
             maps={k: v[mask] for k, v in self.maps.items()},
         )
+
+    @property
+    def target_columns(self) -> list[str]:
+        """Per-output targets ``target:<class>`` (multi-label 0/1 or real-valued responses)."""
+        return [c for c in self.obs.columns if c.startswith("target:")]
 
     @property
     def prob_columns(self) -> list[str]:
@@ -205,6 +246,10 @@ class Activations:
         return folder
 
 
+Activations.features = _LazyField("features")  # type: ignore[assignment]
+Activations.obs = _LazyField("obs")  # type: ignore[assignment]
+
+
 # ------------------------------------------------------------------------------------ data
 def _batches(
     data, batch_size: int
@@ -212,7 +257,9 @@ def _batches(
     """Normalise the accepted data types to an iterator of (x, labels, ids) batches."""
     info: dict = {}
     if isinstance(data, LabeledImages):
-        info = {"dataset": data.name, "classes": data.classes, "split": data.split}
+        # LabeledImages checks its ids are unique when it is built
+        info = {"dataset": data.name, "classes": data.classes, "split": data.split,
+                "unique_ids": True}
         data = (data.images, data.labels, data.ids)
     if isinstance(data, torch.Tensor):
         data = (data, None, None)
@@ -365,7 +412,9 @@ def extract_activations(
 
     head_desc, head_error = None, None
     try:
-        head_desc = detect_head(model, first[0].to(device), head=head, link=link, classes=classes)
+        head_desc = detect_head(
+            model, first[0].to(device), head=head, link=link, classes=classes, input_hook=True
+        )
     except HeadError as e:
         if head is not None:
             raise
@@ -375,6 +424,13 @@ def extract_activations(
             raise HeadError(f"layers=None needs a detectable head: {head_error}")
         layers = [head_desc.input_layer]
     names = resolve_layers(model, layers)
+    # the head's regressors are recorded where they are exact: the head's own input (a forward
+    # pre-hook); a GAP head's input layer is still hooked for its maps and shape
+    head_in = _head_input_spec(head_desc, names, pool)
+    input_layer = head_desc.input_layer if head_in is not None else None
+    hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
+    if head_in is not None:
+        hooked = list(dict.fromkeys([*hooked, head_in]))
 
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     shapes: dict[str, tuple] = {}
@@ -385,82 +441,55 @@ def extract_activations(
             maps[name].append(out.to("cpu", torch.float32, copy=True))
         return pool_output(out, pool)
 
-    outs, labels, ids = [], [], []
-    have_labels = first[1] is not None
-    bar = tqdm(total=n_total, desc="extract", unit="row", disable=not progress)
-    with ActivationRecorder(model, names, reduce) as rec, torch.inference_mode():
-
-        def run(batch):
-            x, y, i = batch
-            logits = model(x.to(device, non_blocking=True))
-            outs.append(logits.to("cpu", torch.float32, copy=True))
-            if have_labels:
-                labels.append(torch.as_tensor(y).cpu())
-            if i is not None:
-                ids.extend(i)
-            bar.update(x.shape[0])
-
-        try:
-            run(first)
-            for batch in batches:
-                run(batch)
-        finally:
-            bar.close()
-    logits = torch.cat(outs)
+    with ActivationRecorder(model, hooked, reduce) as rec:
+        logits, labels, ids = _run_batches(rec, first, batches, device, n_total, progress)
     n = logits.shape[0]
-    if ids and len(ids) != n:
+    ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
+    if len(ids) != n:
         raise ValueError("data: ids were given for some batches only.")
-    index = pd.Index(ids if ids else [str(i) for i in range(n)], name="sample_id")
-    if not index.is_unique:
+    if not info.get("unique_ids") and len(pd.unique(ids)) != n:
         raise ValueError("data: sample ids are not unique.")
+    index = _LazyIndex(ids)
 
     blocks, cols = [], []
     for name in names:
-        arr = torch.cat(rec.records[name]).numpy()
+        src = head_in if name == input_layer else name
+        arr = torch.cat(rec.records[src]).numpy()
+        if name != src:
+            shapes.setdefault(name, shapes[src])
         conv = len(shapes[name]) == 3
         blocks.append(arr)
         cols.extend(unit_names(name, arr.shape[1], conv))
-    features = pd.DataFrame(np.concatenate(blocks, axis=1), index=index, columns=cols)
+    values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
     out_link = head_desc.link if head_desc is not None else link
-    probs = _apply_link(logits, out_link).numpy().astype(np.float64)
-    k = probs.shape[1]
+    k = logits.shape[1]
     cls_names = (
         list(head_desc.classes)
         if head_desc is not None and len(head_desc.classes) == k
         else [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
     )
-    columns = {
-        "label": (
-            pd.array(torch.cat(labels).numpy().astype(np.int64), dtype="Int64")
-            if have_labels
-            else pd.array([pd.NA] * n, dtype="Int64")
-        ),
-        "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
-        "split": _split_column(split, info.get("split"), index),
-    }
-    # one constructor call: inserting column by column copies the frame each time
-    obs = pd.concat(
-        [pd.DataFrame(columns, index=index),
-         pd.DataFrame(probs, index=index, columns=[f"prob:{c}" for c in cls_names])],
-        axis=1,
-    )
-
+    split_col = _split_column(split, info.get("split"), ids)
+    targets = _targets(labels, n, k)
     metadata = {
         "model_class": type(model).__name__,
         "dataset": info.get("dataset", "user data"),
         "pool": pool,
         "seed": seed,
         "versions": package_versions(),
-        "unit_shapes": {k2: list(v) for k2, v in shapes.items()},
+        "unit_shapes": {k2: list(v) for k2, v in shapes.items() if k2 in maps},
     }
     if head_error is not None:
         metadata["head_error"] = head_error
         warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
     kept = {k2: torch.cat(v).numpy() for k2, v in maps.items() if v}
     return Activations(
-        features=features,
-        obs=obs,
+        features=_LazyFrame(
+            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
+        ),
+        obs=_LazyFrame(
+            lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
+        ),
         head=head_desc,
         layers=tuple(names),
         metadata=metadata,
@@ -468,8 +497,86 @@ def extract_activations(
     )
 
 
-def _split_column(split, from_data, index: pd.Index) -> np.ndarray:
+class _LazyIndex:
+    """The ``sample_id`` index, built once when a frame first needs it."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids, self._index = ids, None
+
+    def __call__(self) -> pd.Index:
+        if self._index is None:
+            self._index = pd.Index(self.ids, name="sample_id")
+        return self._index
+
+
+def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | None:
+    """``"<head>#in"`` when the head's input layer is asked for and its columns are exactly
+    the head's input (dense units, or channel means of a GAP head pooled by ``"avg"``)."""
+    if head is None or head.input_layer not in names or (head.gap and pool != "avg"):
+        return None
+    return f"{head.name}#in"
+
+
+def _run_batches(rec: ActivationRecorder, first, batches, device, n_total, progress):
+    """Forward every batch through the recorder; returns logits, labels (or None) and ids."""
+    outs, labels, ids = [], [], []
+    have_labels = first[1] is not None
+    bar = tqdm(total=n_total, desc="extract", unit="row", disable=not progress) if progress else None
+    try:
+        with torch.inference_mode():
+            for x, y, i in itertools.chain([first], batches):
+                outs.append(rec.forward(x.to(device, non_blocking=True)).to("cpu", torch.float32, copy=True))
+                if have_labels:
+                    labels.append(torch.as_tensor(y))
+                if i is not None:
+                    ids.append(np.asarray(i))
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(outs), (torch.cat(labels).cpu() if have_labels else None), ids
+
+
+def _targets(labels: torch.Tensor | None, n: int, k: int):
+    """Class labels (1-D integers) or per-output targets ((N, K) or real-valued labels)."""
+    if labels is None:
+        return None
+    if labels.dim() == 1 and not labels.is_floating_point():
+        return labels.numpy().astype(np.int64)
+    t = labels.reshape(n, -1).numpy().astype(np.float64)
+    if t.shape[1] != k:
+        raise ValueError(
+            f"labels: per-output targets need one column per output ({k}); got shape "
+            f"{tuple(labels.shape)}. Pass class indices (N,) or an (N, {k}) target matrix."
+        )
+    return t
+
+
+def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFrame:
+    probs = _apply_link(logits, link).numpy().astype(np.float64)
+    k = probs.shape[1]
     n = len(index)
+    per_output = isinstance(targets, np.ndarray) and targets.ndim == 2
+    columns = {
+        "label": (
+            pd.array(targets, dtype="Int64")
+            if targets is not None and not per_output
+            else pd.array([pd.NA] * n, dtype="Int64")
+        ),
+        "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
+        "split": split_col,
+    }
+    # one constructor call: inserting column by column copies the frame each time
+    parts = [pd.DataFrame(columns, index=index),
+             pd.DataFrame(probs, index=index, columns=[f"prob:{c}" for c in cls_names])]
+    if per_output:
+        parts.append(pd.DataFrame(targets, index=index, columns=[f"target:{c}" for c in cls_names]))
+    return pd.concat(parts, axis=1)
+
+
+def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
+    n = len(ids)
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
@@ -477,6 +584,7 @@ def _split_column(split, from_data, index: pd.Index) -> np.ndarray:
     if isinstance(split, str):
         return np.full(n, split)
     if isinstance(split, pd.Series):
+        index = pd.Index(ids)
         missing = index.difference(split.index)
         if len(missing):
             raise ValueError(f"split: no entry for {len(missing)} sample ids, e.g. {list(missing[:3])}.")
