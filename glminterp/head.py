@@ -263,7 +263,7 @@ def _input_layer(
     head_inputs = records[head_idx].inputs
     x_in = head_inputs[0].reshape(head_inputs[0].shape[0], -1).double()
     chain: list[_Record] = []
-    gap, glue = False, None
+    gap, glue, kind = False, None, None
 
     def match(out) -> str | None:
         if not isinstance(out, torch.Tensor) or out.shape[0] != x_in.shape[0]:

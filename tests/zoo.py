@@ -378,7 +378,9 @@ ZOO: dict[str, ZooEntry] = {
     ),
     "vgg": ZooEntry(vgg, head="classifier.3", gradcam_layer="features.4"),
     # DenseNet: F.relu runs after the last module, so no module's maps pool to the head input.
-    "densenet": ZooEntry(densenet, head="classifier", gradcam_layer="features"),
+    # (Grad-CAM on "features" itself is right here, but torchcam's copy of it is overwritten
+    # by the in-place F.relu, so the comparison uses the last conv.)
+    "densenet": ZooEntry(densenet, head="classifier", gradcam_layer="features.3"),
     "mean_pool_net": ZooEntry(mean_pool_net, cam_layer="relu2", gradcam_layer="relu2"),
     "mobilenet": ZooEntry(
         mobilenet, head="classifier.1", cam_layer="features.8", gradcam_layer="features.8"

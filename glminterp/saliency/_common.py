@@ -16,7 +16,7 @@ from torch import nn
 
 from glminterp.data import LabeledImages
 from glminterp.head import LINKS, detect_head
-from glminterp.hooks import layer_name_error
+from glminterp.hooks import layer_name_error, model_guard
 
 CORRECTIONS: tuple[str, ...] = ("holm", "bh", "none")
 COEF_COLUMNS: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh")
@@ -121,21 +121,10 @@ def forward_with_layer(
     return out, store["out"]
 
 
-class eval_mode:
-    """Context manager: put every module in eval mode, restore each flag on exit."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags: dict[nn.Module, bool] = {}
-
-    def __enter__(self) -> nn.Module:
-        self.flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.flags.items():
-            m.training = flag
+def eval_mode(model: nn.Module) -> model_guard:
+    """Context manager: eval mode while inside; flags, ``requires_grad``, gradients and buffers
+    restored on exit (:class:`glminterp.hooks.model_guard`, shared by every method)."""
+    return model_guard(model)
 
 
 # ---------------------------------------------------------------------------- GLM lookup
