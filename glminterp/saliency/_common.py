@@ -47,7 +47,7 @@ def resolve_link(model: nn.Module, example: torch.Tensor, link: str | None) -> s
         if link not in LINKS:
             raise ValueError(f"link={link!r} is not known; use one of {LINKS} or None.")
         return link
-    return detect_head(model, example[:1]).link
+    return detect_head(model, example[:1], input_hook=True).link
 
 
 def apply_link(logits: torch.Tensor, link: str) -> torch.Tensor:
