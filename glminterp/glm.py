@@ -34,6 +34,7 @@ from glminterp import separation as sep
 from glminterp.activations import Activations
 from glminterp.head import Head, to_reference, to_sum_to_zero
 from glminterp.parametrize import fold_dropped_units, sum_to_zero_cov
+from glminterp.responses import build_response
 
 FAMILIES: tuple[str, ...] = ("auto", "multinomial", "ovr", "binomial", "gaussian")
 COV_TYPES: tuple[str, ...] = ("nonrobust", "HC0", "cluster")
@@ -126,41 +127,7 @@ def _labels(obs: pd.DataFrame, n_classes: int) -> np.ndarray:
 
 def _response(family: str, head: Head, obs: pd.DataFrame, response) -> np.ndarray:
     """Class indices (multinomial) or an (N, K) response matrix (per-output families)."""
-    k = head.n_outputs
-    if family == "gaussian" and response is not None:
-        if isinstance(response, str) or (
-            isinstance(response, Sequence) and all(isinstance(r, str) for r in response)
-        ):
-            cols = [response] if isinstance(response, str) else list(response)
-            missing = [c for c in cols if c not in obs.columns]
-            if missing:
-                raise KeyError(f"response columns {missing} are not in acts.obs.")
-            r = obs[cols].to_numpy(dtype=np.float64)
-        elif isinstance(response, (pd.DataFrame, pd.Series)):
-            r = pd.DataFrame(response).reindex(obs.index).to_numpy(dtype=np.float64)
-        else:
-            r = np.asarray(response, dtype=np.float64)
-        r = r.reshape(len(obs), -1)
-        if r.shape[1] != k or not np.isfinite(r).all():
-            raise ValueError(
-                f"response must give {k} finite value(s) per row (one per output); got shape "
-                f"{r.shape} with {int((~np.isfinite(r)).sum())} non-finite values."
-            )
-        return r
-    if family == "multinomial":
-        y = _labels(obs, k)
-        missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
-        if missing:
-            raise ValueError(
-                f"classes {[head.classes[i] for i in missing]} have no rows in the refit data; "
-                "the multinomial refit needs every class (use a larger split)."
-            )
-        return y
-    if k == 1:
-        y = _labels(obs, 2).astype(np.float64)[:, None]
-    else:
-        y = np.eye(k)[_labels(obs, k)]
-    return y
+    return build_response(family, head, obs, response)
 
 
 def _groups(cov_type: str, cov_kwds: dict | None, obs: pd.DataFrame) -> dict | None:
@@ -392,8 +359,8 @@ def refit_output_layer(
         ``AUTO_ENGINE_MIN_PARAMS`` (200) parameters. The gaussian family always uses
         statsmodels. Which engine ran is in ``diagnostics["engine"]`` and ``fit_stats``.
     response : str, sequence of str, array or DataFrame, optional
-        Gaussian family only: the response(s), one per output. Default: the label (one
-        output) or its one-hot coding (several outputs).
+        The response(s), one per output (see :mod:`glminterp.responses`). Default: the
+        ``target:<class>`` columns (multi-label 0/1 or real-valued labels), else the label.
     maxiter : int
         Newton / IRLS iterations.
 

@@ -292,11 +292,11 @@ class FlattenHeadCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, n_classes: int = 10) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.conv = nn.Conv2d(in_channels, 2, 3, padding=1)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(4 * 4 * 4, n_classes)
+        self.fc = nn.Linear(2 * 4 * 4, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.pool(self.relu(self.conv(x)))))
