@@ -58,7 +58,15 @@ from glminterp.activations import unit_names
 from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import ActivationRecorder, model_device, model_guard, resolve_layers
+from glminterp.hooks import (
+    ActivationRecorder,
+    ReusedModuleError,
+    model_device,
+    model_guard,
+    parse_layer,
+    resolve_layers,
+    reuse_message,
+)
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
@@ -347,7 +355,15 @@ def _gradient_maps(
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
 
+    base, _, call = parse_layer(layer)
+    calls = [0]
+
     def keep_layer(mod, inp, out):
+        calls[0] += 1
+        if call is None and calls[0] > 1:
+            raise ReusedModuleError(reuse_message(base, calls[0]))
+        if calls[0] != (call or 1):
+            return None
         store["a"] = out
         return out.clone()  # later in-place ops modify the clone, not the tensor we differentiate
 
@@ -357,7 +373,7 @@ def _gradient_maps(
     handles = []
     with model_guard(model):
         try:
-            handles.append(modules[layer].register_forward_hook(keep_layer))
+            handles.append(modules[base].register_forward_hook(keep_layer))
             if score_module is not None:
                 handles.append(modules[score_module].register_forward_hook(keep_score))
             with torch.inference_mode(False), torch.enable_grad():

@@ -77,3 +77,42 @@ def test_sigmoid_head_cam_is_not_a_softmax_contrast():
     net = gi.class_activation_maps(model, x, head=head, parametrization="network")
     np.testing.assert_allclose(cam.raw, net.raw, atol=1e-12)
     assert cam.classes == ("0", "1", "2", "3") and "sigmoid head" in cam.note
+
+
+def test_cam_from_a_multilabel_refit_has_per_output_se():
+    entry = ZOO["multilabel_net"]
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn((400, *entry.input_shape), generator=g)
+    model = entry.build(seed=5)
+    del model.glminterp_link  # the refit's head (sigmoid) must be used, not a softmax guess
+    with torch.no_grad():
+        y = torch.bernoulli(torch.sigmoid(model(x)), generator=g)
+    acts = gi.extract_activations(model, (x, y), split="refit", link="sigmoid", progress=False)
+    res = gi.refit_output_layer(acts, progress=False)
+    cam = gi.class_activation_maps(model, x[:3], coefficients=res, simultaneous=False)
+    assert cam.classes == ("0", "1", "2", "3") and cam.se is not None
+    # the map of output j is the GLM's own linear predictor for output j spread over space
+    beta = res.params().to_numpy()
+    a = cam.activations
+    want = np.einsum("k,nkhw->nhw", beta[1:, 2], a)
+    low = gi.class_activation_maps(model, x[:3], coefficients=res, simultaneous=False,
+                                   upsample=False, normalize=None)
+    np.testing.assert_allclose(low.raw[:, 2], want, atol=1e-10)
+
+
+def test_gradcam_on_a_reused_relu_names_the_call():
+    entry = ZOO["resnet_basic"]
+    model = entry.build()
+    x = zoo_input(entry, n=3)
+    with pytest.raises(gi.hooks.ReusedModuleError, match=r"layer2\.1\.relu#2"):
+        gi.class_activation_maps(model, x, classes=0, method="gradcam", layer="layer2.1.relu")
+    by_call = gi.class_activation_maps(model, x, classes=0, method="gradcam",
+                                       layer="layer2.1.relu#2", upsample=False)
+    block = gi.class_activation_maps(model, x, classes=0, method="gradcam", layer="layer2.1",
+                                     upsample=False)
+    np.testing.assert_allclose(by_call.maps, block.maps, atol=1e-12)
+    cam = gi.class_activation_maps(model, x, classes=0, layer="layer2.1.relu#2", head=gi.Head(
+        **{**gi.detect_head(model, x).__dict__, "input_layer": "layer2.1.relu#2"}),
+        parametrization="network", upsample=False)
+    ref = gi.class_activation_maps(model, x, classes=0, parametrization="network", upsample=False)
+    np.testing.assert_allclose(cam.maps, ref.maps, atol=1e-12)

@@ -2,10 +2,10 @@
 
 Zeiler & Fergus (2014, Fig. 2) show, for each feature map, the nine inputs whose strongest unit
 in that map is largest, the input patch under that unit's receptive field, and the unit's
-deconvnet projection. The receptive field is computed from the architecture
-(:func:`receptive_field`) by walking the modules executed up to the layer and composing each
-``Conv2d``/``MaxPool2d``/``AvgPool2d``'s kernel, stride, padding and dilation, never from a
-hard-coded table.
+deconvnet projection. The receptive field is measured on the real graph
+(:func:`receptive_field`: which input rows and columns a NaN probe reaches each unit from, so
+residual shortcuts and branches count as they run), never from a hard-coded table; for chains
+of modules the kernel / stride / padding arithmetic is reported beside it.
 """
 
 from __future__ import annotations
