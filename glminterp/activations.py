@@ -435,14 +435,23 @@ def extract_activations(
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     shapes: dict[str, tuple] = {}
 
-    def reduce(name: str, out: torch.Tensor) -> torch.Tensor:
+    head_rows, logit_rows = _Rows(n_total), _Rows(n_total)
+
+    def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
+        if name == head_in:  # straight into its preallocated rows: one copy
+            shapes[name] = tuple(out.shape[1:])
+            head_rows.write(out)
+            return None
         shapes[name] = tuple(out.shape[1:])
         if keep_maps and out.dim() == 4:
             maps[name].append(out.to("cpu", torch.float32, copy=True))
         return pool_output(out, pool)
 
     with ActivationRecorder(model, hooked, reduce) as rec:
-        logits, labels, ids = _run_batches(rec, first, batches, device, n_total, progress)
+        labels, ids = _run_batches(
+            rec, first, batches, device, progress, (head_rows, logit_rows), n_total
+        )
+    logits = logit_rows.result()
     n = logits.shape[0]
     ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
     if len(ids) != n:
@@ -454,7 +463,7 @@ def extract_activations(
     blocks, cols = [], []
     for name in names:
         src = head_in if name == input_layer else name
-        arr = torch.cat(rec.records[src]).numpy()
+        arr = (head_rows.result() if src == head_in else torch.cat(rec.records[src])).numpy()
         if name != src:
             shapes.setdefault(name, shapes[src])
         conv = len(shapes[name]) == 3
@@ -517,15 +526,48 @@ def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | No
     return f"{head.name}#in"
 
 
-def _run_batches(rec: ActivationRecorder, first, batches, device, n_total, progress):
-    """Forward every batch through the recorder; returns logits, labels (or None) and ids."""
-    outs, labels, ids = [], [], []
+class _Rows:
+    """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
+    no concatenation); falls back to a list of copies when the row count is not known."""
+
+    def __init__(self, n_total: int | None) -> None:
+        self.n, self.pos, self.buf, self.parts = n_total, 0, None, []
+
+    def write(self, t: torch.Tensor) -> None:
+        t = t.reshape(t.shape[0], -1)
+        b = t.shape[0]
+        if self.n is not None and self.buf is None:
+            self.buf = torch.empty((self.n, t.shape[1]), dtype=torch.float32)
+        if self.buf is not None and self.pos + b <= self.n and t.shape[1] == self.buf.shape[1]:
+            self.buf[self.pos : self.pos + b].copy_(t)
+        else:  # more rows than announced: keep what is written and continue with copies
+            if self.buf is not None:
+                self.parts, self.buf = [self.buf[: self.pos]], None
+                self.n = None
+            self.parts.append(t.to("cpu", torch.float32, copy=True))
+        self.pos += b
+
+    def result(self) -> torch.Tensor:
+        if self.buf is not None:
+            return self.buf[: self.pos]
+        return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
+
+
+def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total):
+    """Forward every batch through the recorder; logits and the head's input go to ``rows``;
+    returns labels (or None) and the ids arrays."""
+    head_rows, logit_rows = rows
+    labels, ids = [], []
     have_labels = first[1] is not None
-    bar = tqdm(total=n_total, desc="extract", unit="row", disable=not progress) if progress else None
+    bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
     try:
         with torch.inference_mode():
             for x, y, i in itertools.chain([first], batches):
-                outs.append(rec.forward(x.to(device, non_blocking=True)).to("cpu", torch.float32, copy=True))
+                if x.device != device:
+                    x = x.to(device, non_blocking=True)
+                logit_rows.write(rec.forward(x))
+                if head_rows.pos != logit_rows.pos and head_rows.pos:
+                    raise ValueError("The head's input and output row counts differ.")
                 if have_labels:
                     labels.append(torch.as_tensor(y))
                 if i is not None:
@@ -535,7 +577,7 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, n_total, progr
     finally:
         if bar is not None:
             bar.close()
-    return torch.cat(outs), (torch.cat(labels).cpu() if have_labels else None), ids
+    return (torch.cat(labels).cpu() if have_labels else None), ids
 
 
 def _targets(labels: torch.Tensor | None, n: int, k: int):

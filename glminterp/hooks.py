@@ -111,7 +111,7 @@ class model_guard:  # noqa: N801 - used like a function: ``with model_guard(mode
         params = [(p, p.requires_grad, p.grad) for p in m.parameters()]
         buffers = [(b, b.detach().clone()) for b in m.buffers()]
         self._saved = (flags, params, buffers)
-        if self.eval_mode:
+        if self.eval_mode and any(f for _, f in flags):
             m.eval()
         return m
 
@@ -121,15 +121,18 @@ class model_guard:  # noqa: N801 - used like a function: ``with model_guard(mode
         flags, params, buffers = self._saved
         self._saved = None
         for mod, flag in flags:
-            mod.training = flag
+            if mod.training != flag:  # Module.__setattr__ is slow: touch changed flags only
+                mod.training = flag
         for p, req, grad in params:
             if p.requires_grad != req:
                 p.requires_grad_(req)
-            p.grad = grad
-        with torch.inference_mode(False), torch.no_grad():
-            for b, saved in buffers:
-                if b.shape != saved.shape or not torch.equal(b, saved):
-                    b.data = saved
+            if p.grad is not grad:
+                p.grad = grad
+        if buffers:
+            with torch.inference_mode(False), torch.no_grad():
+                for b, saved in buffers:
+                    if b.shape != saved.shape or not torch.equal(b, saved):
+                        b.data = saved
 
 
 class ActivationRecorder:
@@ -180,6 +183,7 @@ class ActivationRecorder:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._guard: model_guard | None = None
         self._calls: dict[str, int] = {}
+        self._parsed = [(spec, *parse_layer(spec)) for spec in self.layers]
 
     def _hook(self, spec: str, base: str, call: int | None, pre: bool):
         def record(value) -> None:
@@ -219,8 +223,7 @@ class ActivationRecorder:
         """
         self._calls.clear()
         out = self.model(*args, **kwargs)
-        for spec in self.layers:
-            base, kind, call = parse_layer(spec)
+        for spec, base, _, call in self._parsed:
             k = self._calls.get(spec, 0)
             if call is None and k > 1:
                 raise ReusedModuleError(reuse_message(base, k))
