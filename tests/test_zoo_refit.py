@@ -96,3 +96,22 @@ def test_class_labels_for_a_gaussian_head_say_what_to_pass():
     acts = gi.extract_activations(model, (x, torch.arange(N) % 10), split="refit", progress=False)
     with pytest.raises(ValueError, match="real-valued targets"):
         gi.refit_output_layer(acts, progress=False)
+
+
+def test_multilabel_parquet_to_command_line_refit_and_report(tmp_path, capsys):
+    import pandas as pd
+
+    from glminterp.cli import main
+
+    entry = ZOO["multilabel_net"]
+    model, x, y = _data(entry, 4, seed=5)
+    acts = gi.extract_activations(model, (x, y), split="refit", progress=False)
+    path = acts.to_parquet(tmp_path / "acts.parquet")
+    assert main(["refit", str(path), "--out", str(tmp_path / "refit")]) == 0
+    table = pd.read_csv(tmp_path / "refit" / "coefficients.csv")
+    assert sorted(table["class"].astype(str).unique()) == ["0", "1", "2", "3"]
+    assert (tmp_path / "refit" / "report.html").is_file()
+    res = gi.refit_output_layer(gi.Activations.read_parquet(path), progress=False)
+    ours = res.coefficients.set_index(["class", "term"])["coef"]
+    theirs = table.assign(**{"class": table["class"].astype(str)}).set_index(["class", "term"])["coef"]
+    np.testing.assert_allclose(theirs.loc[ours.index].to_numpy(), ours.to_numpy(), rtol=1e-6)
