@@ -367,10 +367,15 @@ def extract_activations(
     ----------
     model : nn.Module
     data : Tensor, (x, labels[, ids]) tuple, LabeledImages, Dataset or DataLoader
-        Inputs; labels and ids are optional (ids default to ``"0", "1", ...``).
+        Inputs; labels and ids are optional (ids default to ``"0", "1", ...``). Labels are
+        class indices ``(N,)``, or per-output targets: an ``(N, K)`` 0/1 matrix (multi-label
+        sigmoid head) or real values (regression head), kept as ``obs["target:<class>"]``.
     layers : str or sequence of str, optional
-        Module names as in ``model.named_modules()``. Default: the head's input layer, i.e.
-        the regressors of the GLM refit.
+        Module names as in ``model.named_modules()``; ``"name#k"`` is the k-th call of a module
+        that runs several times per forward pass (a plain name for such a module raises
+        :class:`~glminterp.hooks.ReusedModuleError`), ``"name#in"`` a module's input. Default:
+        the head's input layer, i.e. the regressors of the GLM refit, recorded by a forward
+        pre-hook on the head so that they are exactly its input.
     batch_size : int
         Rows per forward pass (when ``data`` is not already a DataLoader).
     pool : {"avg", "max"}
