@@ -51,6 +51,13 @@ class _LazyFrame:
     def __init__(self, build) -> None:
         self.build = build
 
+    def __reduce__(self):  # pickle / deepcopy the built frame, not the closure
+        return (_built, (self.build(),))
+
+
+def _built(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
 
 class _LazyField:
     """Data descriptor for a frozen dataclass field that may hold a :class:`_LazyFrame`: the

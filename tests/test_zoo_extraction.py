@@ -79,3 +79,13 @@ def test_multilabel_and_regression_targets_round_trip(tmp_path):
     np.testing.assert_allclose(racts.obs[racts.target_columns].to_numpy(), t.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match=r"one column per output \(2\)"):
         gi.extract_activations(reg, (x, t[:, :1].repeat(1, 3)), progress=False)
+
+
+def test_lazy_frames_pickle_and_copy():
+    import copy
+    import pickle
+
+    entry = ZOO["mlp"]
+    acts = gi.extract_activations(entry.build(), (zoo_input(entry), torch.arange(6)), progress=False)
+    for other in (pickle.loads(pickle.dumps(acts)), copy.deepcopy(acts)):
+        assert other.features.equals(acts.features) and other.obs.equals(acts.obs)
