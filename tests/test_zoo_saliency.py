@@ -93,3 +93,20 @@ def test_siddhartha_runs_on_gap_heads_and_leaves_model_unchanged(name):
     res = gi.siddhartha(model, x, 0, min_size=2, n_boot=0)
     assert res is not None
     assert_unchanged(model, snap)
+
+
+def test_saliency_on_a_reused_relu_names_the_call():
+    entry = ZOO["resnet_basic"]
+    model = entry.build()
+    x = zoo_input(entry, n=2)
+    with pytest.raises(gi.hooks.ReusedModuleError, match=r"layer1\.0\.relu#2"):
+        gi.deconvnet(model, x, layer="layer1.0.relu", channel=0)
+    with pytest.raises(gi.hooks.ReusedModuleError, match=r"layer1\.0\.relu#2"):
+        receptive_field(model, "layer1.0.relu", (1, 8, 8))
+    with torch.no_grad():
+        second = capture_layer(model, x, "layer1.0.relu#2")
+        block = capture_layer(model, x, "layer1.0")
+    np.testing.assert_array_equal(second.numpy(), block.numpy())
+    assert receptive_field(model, "layer1.0.relu#2", (1, 20, 20)).size == receptive_field(
+        model, "layer1.0", (1, 20, 20)
+    ).size
