@@ -98,6 +98,7 @@ def test_class_labels_for_a_gaussian_head_say_what_to_pass():
         gi.refit_output_layer(acts, progress=False)
 
 
+@pytest.mark.slow
 def test_multilabel_parquet_to_command_line_refit_and_report(tmp_path, capsys):
     import pandas as pd
 
