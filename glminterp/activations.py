@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,19 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from glminterp._io import atomic_write, replace_dir
+from glminterp import _extract_checks as chk
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
-
-_META_KEY = b"glminterp"
-_OBS_PREFIX = "obs."
+from glminterp.train import warn_model_input_shape
 
 
 def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
@@ -196,61 +191,44 @@ class Activations:
     def to_parquet(self, path: str | Path) -> Path:
         """Write features, obs and metadata to one Parquet file (maps to ``<path>.maps.npz``).
 
-        Written to a temporary file in the same folder and moved into place.
+        Written to a temporary file in the same folder and moved into place. The maps sidecar
+        is written with the file, or removed if this object has no maps, and the file records
+        its content hash, so :meth:`read_parquet` never attaches another write's maps.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table_df = pd.concat(
-            [self.features, self.obs.add_prefix(_OBS_PREFIX)], axis=1
-        ).reset_index()
-        table = pa.Table.from_pandas(table_df, preserve_index=False)
-        table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), _META_KEY: self._meta_json().encode()}
-        )
-        atomic_write(path, lambda p: pq.write_table(table, p))
-        if self.maps:
-            atomic_write(
-                path.with_suffix(".maps.npz"), lambda p: np.savez(p, **self.maps), suffix=".npz"
-            )
-        return path
+        from glminterp._acts_io import write_parquet
+
+        return write_parquet(self, path, self._meta_json())
 
     @classmethod
     def read_parquet(cls, path: str | Path) -> Activations:
-        """Inverse of :meth:`to_parquet`."""
-        path = Path(path)
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(_META_KEY)
-        if raw is None:
-            raise ValueError(f"{path} has no glminterp metadata; was it written by to_parquet?")
-        meta = json.loads(raw)
-        df = table.to_pandas().set_index("sample_id")
-        features = df[meta.pop("feature_columns")].astype(np.float32)
-        obs_cols = meta.pop("obs_columns")
-        obs = df[[_OBS_PREFIX + c for c in obs_cols]]
-        obs.columns = obs_cols
-        head = meta.pop("head")
-        layers = tuple(meta.pop("layers"))
-        maps_path = path.with_suffix(".maps.npz")
-        maps = dict(np.load(maps_path)) if maps_path.is_file() else {}
-        return cls(
-            features=features,
-            obs=obs,
-            head=None if head is None else Head.from_dict(head),
-            layers=layers,
-            metadata=meta,
-            maps=maps,
-        )
+        """Inverse of :meth:`to_parquet`.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``path`` does not exist.
+        ValueError
+            If it is not a Parquet file written by :meth:`to_parquet`, has missing, duplicated
+            or None/NaN sample ids, or its maps sidecar belongs to another write.
+        """
+        from glminterp._acts_io import read_parquet
+
+        return read_parquet(cls, path)
 
     def to_csv(self, folder: str | Path) -> Path:
-        """Write ``features.csv``, ``obs.csv`` and ``metadata.json`` into ``folder`` (atomically)."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        self.features.to_csv(tmp / "features.csv", float_format="%.9g")
-        self.obs.to_csv(tmp / "obs.csv", float_format="%.9g")
-        (tmp / "metadata.json").write_text(self._meta_json())
-        replace_dir(tmp, folder)
-        return folder
+        """Write ``features.csv``, ``obs.csv`` and ``metadata.json`` into ``folder`` (atomically).
+
+        Only a new, empty or glminterp-written folder is replaced
+        (:func:`glminterp.outputs.write_folder`).
+        """
+        from glminterp.outputs import write_folder
+
+        def fill(tmp: Path) -> None:
+            self.features.to_csv(tmp / "features.csv", float_format="%.9g")
+            self.obs.to_csv(tmp / "obs.csv", float_format="%.9g")
+            (tmp / "metadata.json").write_text(self._meta_json())
+
+        return write_folder(Path(folder), fill)
 
 
 Activations.features = _LazyField("features")  # type: ignore[assignment]
@@ -272,13 +250,13 @@ def _batches(
         data = (data, None, None)
     if isinstance(data, (tuple, list)) and len(data) in (2, 3) and isinstance(data[0], torch.Tensor):
         x, y = data[0], data[1]
-        ids = None if len(data) == 2 or data[2] is None else np.asarray(data[2]).astype(str)
+        ids = None if len(data) == 2 else chk.check_ids(data[2])
         n = x.shape[0]
         if y is not None and len(y) != n:
             raise ValueError(f"data: {n} inputs but {len(y)} labels.")
         if ids is not None and len(ids) != n:
             raise ValueError(f"data: {n} inputs but {len(ids)} ids.")
-        y = None if y is None else torch.as_tensor(y)
+        y = None if y is None else chk.label_tensor(y)
 
         def gen():
             for s in range(0, n, batch_size):
@@ -301,7 +279,7 @@ def _batches(
                 elif len(batch) == 2:
                     yield batch[0], batch[1], None
                 elif len(batch) == 3:
-                    yield batch[0], batch[1], [str(i) for i in batch[2]]
+                    yield batch[0], batch[1], list(chk.check_ids(batch[2]))
                 else:
                     raise ValueError(
                         "data: DataLoader batches must be x, (x, y) or (x, y, ids); got "
@@ -412,8 +390,7 @@ def extract_activations(
     """
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r}; use one of {POOLS}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}.")
+    batch_size = chk.check_options(batch_size, keep_maps, progress)
     batches, n_total, info = _batches(data, batch_size)
     device = model_device(model)
     classes = classes if classes is not None else info.get("classes")
@@ -421,6 +398,8 @@ def extract_activations(
     first = next(batches, None)
     if first is None:
         raise ValueError("data is empty.")
+    chk.check_finite_inputs(first[0], first[2], 0)  # before the head is traced on them
+    warn_model_input_shape(model, first[0])
 
     head_desc, head_error = None, None
     try:
@@ -482,6 +461,8 @@ def extract_activations(
         blocks.append(arr)
         cols.extend(unit_names(name, arr.shape[1], conv))
     values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    if not np.isfinite(values.sum()):  # a finite sum means every value is finite
+        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
 
     out_link = head_desc.link if head_desc is not None else link
     k = logits.shape[1]
@@ -574,14 +555,16 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
     try:
         with torch.inference_mode():
-            for x, y, i in itertools.chain([first], batches):
+            for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
+                if b:  # the first batch was checked before the head was traced
+                    chk.check_finite_inputs(x, i, logit_rows.pos)
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
-                logit_rows.write(rec.forward(x))
+                logit_rows.write(chk.check_output(rec.forward(x), rec.model))
                 if head_rows.pos != logit_rows.pos and head_rows.pos:
                     raise ValueError("The head's input and output row counts differ.")
                 if have_labels:
-                    labels.append(torch.as_tensor(y))
+                    labels.append(chk.label_tensor(y))
                 if i is not None:
                     ids.append(np.asarray(i))
                 if bar is not None:
@@ -593,11 +576,14 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
 
 
 def _targets(labels: torch.Tensor | None, n: int, k: int):
-    """Class labels (1-D integers) or per-output targets ((N, K) or real-valued labels)."""
+    """Class labels (1-D integral values) or per-output targets: an ``(N, K)`` matrix, or
+    real values for a one-output head. Non-integral 1-D labels for several outputs are
+    refused (never truncated into class indices)."""
     if labels is None:
         return None
-    if labels.dim() == 1 and not labels.is_floating_point():
-        return labels.numpy().astype(np.int64)
+    integral = not labels.is_floating_point() or bool(torch.equal(labels, labels.round()))
+    if labels.dim() == 1 and (integral or k > 1):
+        return chk.class_indices(labels)
     t = labels.reshape(n, -1).numpy().astype(np.float64)
     if t.shape[1] != k:
         raise ValueError(

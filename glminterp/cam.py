@@ -281,9 +281,15 @@ def _select_classes(classes: Any, available: tuple[str, ...], all_labels: tuple[
     req = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
     out = []
     for c in req:
-        label = all_labels[int(c)] if isinstance(c, (int, np.integer)) else str(c)
+        if isinstance(c, (bool, np.bool_)) or not isinstance(c, (str, int, np.integer)):
+            raise TypeError(f"classes: {c!r} is neither a class label (str) nor an output index "
+                            f"(int); labels: {all_labels}.")
         if isinstance(c, (int, np.integer)) and not 0 <= int(c) < len(all_labels):
-            raise ValueError(f"classes: index {c} is out of range for {len(all_labels)} outputs.")
+            raise ValueError(
+                f"classes: index {c} is out of range for {len(all_labels)} outputs; pass an "
+                f"index in 0..{len(all_labels) - 1} or a label of {all_labels}."
+            )
+        label = all_labels[int(c)] if isinstance(c, (int, np.integer)) else str(c)
         if label not in available:
             raise ValueError(
                 f"classes: {c!r} has no map in this parametrization; available: {available} "

@@ -11,11 +11,13 @@ Four steps, each usable alone::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from glminterp.cli_errors import ErrorParser, describe
 
 _DESCRIPTION = """\
 Read the output layer of a trained network as the GLM it is.
@@ -35,9 +37,10 @@ Steps (each a subcommand; `glminterp <step> --help` for details):
 def _parser() -> argparse.ArgumentParser:
     from glminterp.studies import DEFAULT_STUDY, STUDIES
 
-    p = argparse.ArgumentParser(
+    p = ErrorParser(
         prog="glminterp", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Add --debug anywhere to see the traceback behind an error.",
     )
     sub = p.add_subparsers(dest="command", metavar="{run,extract,refit,report}")
 
@@ -50,9 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("study", nargs="?", default=DEFAULT_STUDY, choices=STUDIES,
                    help=f"which study (default {DEFAULT_STUDY})")
     r.add_argument("--out", default="reports", help="parent folder of the report (default reports)")
-    r.add_argument("--seed", type=int, default=0, help="seed of split, init and shuffling (default 0)")
-    r.add_argument("--epochs", type=int, default=None, help="training epochs (default: the study's)")
-    r.add_argument("--size", type=int, default=None,
+    r.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seed of split, init and shuffling (default 0)")
+    r.add_argument("--epochs", type=_int_at_least(1), default=None,
+                   help="training epochs (default: the study's)")
+    r.add_argument("--size", type=_int_at_least(2), default=None,
                    help="rows drawn (stratified) from the data before splitting (default: the study's)")
     r.add_argument("--idx-path", default=None,
                    help="folder with MNIST IDX files (train-images-idx3-ubyte[.gz], ...); needed by mnist_idx")
@@ -77,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="acts.parquet, or a folder name for CSV output")
     e.add_argument("--layers", nargs="+", default=None,
                    help="module names (default: the head's input layer)")
-    e.add_argument("--seed", type=int, default=0,
+    e.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="split seed; use the one the model was trained with (default 0)")
     e.add_argument("--quiet", action="store_true")
 
@@ -92,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                    choices=("auto", "multinomial", "ovr", "binomial", "gaussian"))
     f.add_argument("--parametrization", default="reference", choices=("reference", "sum_to_zero"))
     f.add_argument("--split", default="refit", help="rows to refit on (default refit)")
-    f.add_argument("--alpha", type=float, default=0.05)
+    f.add_argument("--alpha", type=_alpha, default=0.05,
+                   help="level of the confidence intervals and tests, in (0, 1) (default 0.05)")
     f.add_argument("--engine", default="auto", choices=("auto", "statsmodels", "fast"),
                    help="maximum-likelihood solver: statsmodels, the fast exact engine handed "
                    "to statsmodels at the optimum, or auto (fast above 200 parameters)")
@@ -108,6 +114,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     g.add_argument("folder")
     return p
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1), e.g. 0.05")
+    return value
 
 
 def _print_top(coefficients, n: int = 3) -> None:
@@ -137,20 +167,23 @@ def _cmd_run(args, argv: Sequence[str]) -> int:
 def _cmd_extract(args) -> int:
     from glminterp.activations import extract_activations
     from glminterp.data import load_dataset, stratified_split
-    from glminterp.train import load_checkpoint
+    from glminterp.outputs import check_output_file, check_output_folder
+    from glminterp.train import check_input_shape, load_checkpoint, read_checkpoint_sidecar
 
+    out = Path(args.out)
+    inputs = [args.checkpoint, Path(args.checkpoint).with_suffix(".json"), args.path]
+    (check_output_file if out.suffix == ".parquet" else check_output_folder)(out, inputs=inputs)
     config = {}
-    side = Path(args.checkpoint).with_suffix(".json")
-    if args.architecture is not None and side.is_file():
+    meta = read_checkpoint_sidecar(args.checkpoint) if Path(args.checkpoint).is_file() else None
+    if args.architecture is not None and meta is not None:
         # constructor arguments (sizes) still come from the sidecar when the name is given
-        meta = json.loads(side.read_text())
         if meta.get("architecture") == args.architecture:
             config = meta.get("config", {})
     model = load_checkpoint(args.checkpoint, args.architecture, **config)
     data = load_dataset(args.dataset, path=args.path)
+    check_input_shape(args.checkpoint, data.images.shape[1:], warn=False)  # extraction warns
     data = data.with_splits(stratified_split(data.labels, data.ids, seed=args.seed))
     acts = extract_activations(model, data, args.layers, progress=not args.quiet, seed=args.seed)
-    out = Path(args.out)
     written = acts.to_parquet(out) if out.suffix == ".parquet" else acts.to_csv(out)
     print(f"Wrote {len(acts)} rows x {acts.features.shape[1]} units to {written}")
     return 0
@@ -159,12 +192,14 @@ def _cmd_extract(args) -> int:
 def _cmd_refit(args) -> int:
     from glminterp import report as rp
     from glminterp.activations import Activations
+    from glminterp.outputs import check_output_folder
 
     try:
         from glminterp import refit_output_layer
     except ImportError as e:
         print(f"error: the refit is not available in this installation ({e})", file=sys.stderr)
         return 1
+    out = check_output_folder(args.out, inputs=[args.activations])  # before the work, not after
     acts = Activations.read_parquet(args.activations)
     t0 = time.perf_counter()
     res = refit_output_layer(acts, split=args.split, family=args.family,
@@ -172,7 +207,6 @@ def _cmd_refit(args) -> int:
                              engine=args.engine, remedy=args.remedy, progress=not args.quiet)
     elapsed = time.perf_counter() - t0
     fit = rp.refit_fit_record(res)
-    out = Path(args.out)
     rb = rp.ReportBuilder(f"GLM refit of {Path(args.activations).name}", out.name)
     rb.text("data", f"Activations: {args.activations} ({len(acts)} rows; refit on the "
             f"{args.split!r} split, {res.n_obs} rows).")
@@ -183,7 +217,8 @@ def _cmd_refit(args) -> int:
         print(f"Remedy {res.remedy!r}: {res.inference}")
     rb.add_json(rp.FIT_NAME, fit)
     path = rb.write(out, provenance=rp.provenance(timings={"refit": elapsed},
-                                                  extra={"activations": str(args.activations)}))
+                                                  extra={"activations": str(args.activations)}),
+                    inputs=[args.activations])
     print(f"Report: {path}")
     _print_top(res.coefficients)
     return 0
@@ -197,21 +232,28 @@ def _cmd_report(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``glminterp`` command; returns the exit status."""
+    """Entry point of the ``glminterp`` command; returns the exit status.
+
+    Every failure becomes one ``error: ...`` line on stderr and exit status 1 (2 for usage
+    errors, 130 for Ctrl-C); ``--debug`` anywhere on the line also prints the traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    commands = {"run": lambda: _cmd_run(args, argv), "extract": lambda: _cmd_extract(args),
+                "refit": lambda: _cmd_refit(args), "report": lambda: _cmd_report(args)}
     try:
-        if args.command == "run":
-            return _cmd_run(args, argv)
-        if args.command == "extract":
-            return _cmd_extract(args)
-        if args.command == "refit":
-            return _cmd_refit(args)
-        return _cmd_report(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return commands[args.command]()
+    except KeyboardInterrupt:
+        print("error: interrupted; an earlier report, if any, was left as it was.", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line, never a traceback
+        if debug:
+            traceback.print_exc()
+        print(f"error: {describe(e)}", file=sys.stderr)
         return 1

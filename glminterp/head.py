@@ -66,7 +66,8 @@ class Head:
         True if the head's inputs are spatial means of ``input_layer``'s feature maps, so that
         class activation maps are defined.
     classes : tuple of str
-        Class labels, one per output unit (``("0", ..., "K-1")`` unless given).
+        Class labels, one per output unit (``("0", ..., "K-1")`` unless given). A one-output
+        sigmoid head models P(label = 1): given two names it keeps the second.
     """
 
     name: str
@@ -433,8 +434,14 @@ def detect_head(
     if classes is None:
         classes = tuple(str(i) for i in range(k)) if link_used != "sigmoid" or k > 1 else ("1",)
     classes = tuple(str(c) for c in classes)
-    if link_used == "softmax" and len(classes) != k:
-        raise HeadError(f"classes has {len(classes)} labels but head {head_name!r} has {k} outputs.")
+    if link_used == "sigmoid" and k == 1 and len(classes) == 2:
+        classes = classes[1:]  # one logit models P(label = 1): its class is the second name
+    if link_used != "identity" and len(classes) != k:
+        raise HeadError(
+            f"classes has {len(classes)} labels but head {head_name!r} has {k} outputs"
+            + (" (a one-output sigmoid head takes 1 name, or 2: negative, positive)."
+               if link_used == "sigmoid" and k == 1 else ".")
+        )
     return Head(
         name=head_name,
         weight=w,

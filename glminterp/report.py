@@ -25,7 +25,6 @@ import math
 import platform
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glminterp._io import atomic_write, replace_dir
+from glminterp._io import atomic_write
+from glminterp.outputs import write_folder
 
 #: Report sections, in page order: (id, title).
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -293,38 +293,51 @@ class ReportBuilder:
             ],
         }
 
-    def write(self, folder: str | Path, *, provenance: Mapping | None = None) -> Path:
+    def write(
+        self, folder: str | Path, *, provenance: Mapping | None = None,
+        inputs: Sequence[str | Path] = (),
+    ) -> Path:
         """Write every file and ``report.html`` into a temporary folder, then swap it in place.
+
+        Only a folder glminterp wrote (it holds the ``.glminterp-report`` marker) or an empty
+        one is replaced; see :func:`glminterp.outputs.write_folder`.
+
+        Parameters
+        ----------
+        folder : path
+        provenance : mapping, optional
+            Saved as ``provenance.json``.
+        inputs : paths
+            Files the report was computed from; refused as (or inside) ``folder``.
 
         Returns
         -------
         Path
             The path of ``report.html`` in ``folder``.
+
+        Raises
+        ------
+        glminterp.outputs.OutputPathError
+            If ``folder`` is a file, an input, or a folder glminterp did not write.
         """
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-        try:
-            (tmp / "figures").mkdir()
-            for name, content in sorted(self.files.items()):
-                path = tmp / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if callable(content):
-                    content(path)
-                else:
-                    path.write_bytes(content)
-            (tmp / MANIFEST_NAME).write_text(dumps(self.manifest()))
-            (tmp / PROVENANCE_NAME).write_text(
-                json.dumps(to_jsonable(dict(provenance or {})), sort_keys=True, indent=2) + "\n"
-            )
-            (tmp / HTML_NAME).write_text(_render(tmp), encoding="utf-8")
-            replace_dir(tmp, folder)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        write_folder(folder, lambda tmp: self._fill(tmp, provenance), inputs=inputs)
         return folder / HTML_NAME
+
+    def _fill(self, tmp: Path, provenance: Mapping | None) -> None:
+        (tmp / "figures").mkdir()
+        for name, content in sorted(self.files.items()):
+            path = tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if callable(content):
+                content(path)
+            else:
+                path.write_bytes(content)
+        (tmp / MANIFEST_NAME).write_text(dumps(self.manifest()))
+        (tmp / PROVENANCE_NAME).write_text(
+            json.dumps(to_jsonable(dict(provenance or {})), sort_keys=True, indent=2) + "\n"
+        )
+        (tmp / HTML_NAME).write_text(_render(tmp), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------- rendering
@@ -390,6 +403,9 @@ def _provenance_blocks(prov: Mapping) -> list[dict]:
     return blocks
 
 
+_COEF_REQUIRED: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p", "ci_lower", "ci_upper")
+
+
 def render_html(folder: str | Path) -> Path:
     """(Re)build ``report.html`` in ``folder`` from its saved results.
 
@@ -401,29 +417,77 @@ def render_html(folder: str | Path) -> Path:
     Raises
     ------
     FileNotFoundError
-        If the folder holds neither ``report.json`` nor ``coefficients.csv``.
+        If the folder does not exist or holds neither ``report.json`` nor ``coefficients.csv``.
+    ValueError
+        If a saved file is not valid (named in the message).
+    glminterp.outputs.OutputPathError
+        If the folder was not written by glminterp and rendering would overwrite its files.
     """
+    from glminterp.outputs import check_writable_into, locked_folder
+
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"report folder not found: {folder}")
-    if not (folder / MANIFEST_NAME).is_file():
-        if not (folder / COEF_NAME).is_file():
-            raise FileNotFoundError(
-                f"{folder} has neither {MANIFEST_NAME} nor {COEF_NAME}: point to a folder written "
-                "by `glminterp run` or `glminterp refit`."
-            )
-        coef = pd.read_csv(folder / COEF_NAME, dtype={"class": str, "term": str})
-        fit = json.loads((folder / FIT_NAME).read_text()) if (folder / FIT_NAME).is_file() else {}
-        rb = ReportBuilder(f"GLM refit: {folder.name}", folder.name)
-        add_refit_sections(rb, coef, fit)
-        (folder / "figures").mkdir(exist_ok=True)
-        for name, content in rb.files.items():
-            atomic_write(folder / name, lambda p, c=content: Path(p).write_bytes(c))
-        atomic_write(folder / MANIFEST_NAME, lambda p: Path(p).write_text(dumps(rb.manifest())))
-    html = _render(folder)
-    out = folder / HTML_NAME
-    atomic_write(out, lambda p: Path(p).write_text(html, encoding="utf-8"))
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"report folder {folder} {what}; pass a folder written by "
+                                "`glminterp run` or `glminterp refit`.")
+    with locked_folder(folder):
+        check_writable_into(folder, [HTML_NAME])
+        if not (folder / MANIFEST_NAME).is_file():
+            _rebuild_manifest(folder)
+        try:
+            html = _render(folder)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"{folder / MANIFEST_NAME} is not a report manifest glminterp can render "
+                f"({type(e).__name__}: {e}); rewrite the report with `glminterp run` or "
+                "`glminterp refit`."
+            ) from e
+        out = folder / HTML_NAME
+        atomic_write(out, lambda p: Path(p).write_text(html, encoding="utf-8"))
     return out
+
+
+def _read_json_file(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); rewrite it with `glminterp refit`.") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a JSON {type(obj).__name__}, not an object; rewrite it.")
+    return obj
+
+
+def _read_coefficients(path: Path) -> pd.DataFrame:
+    try:
+        coef = pd.read_csv(path, dtype={"class": str, "term": str})
+    except (ValueError, UnicodeDecodeError) as e:  # pandas' parser errors are ValueErrors
+        raise ValueError(f"{path} is not a readable CSV table ({e}); rewrite it with "
+                         "`glminterp refit`.") from e
+    missing = [c for c in _COEF_REQUIRED if c not in coef.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing} (it needs {list(_COEF_REQUIRED)}); "
+                         "rewrite it with `glminterp refit`.")
+    return coef
+
+
+def _rebuild_manifest(folder: Path) -> None:
+    """The sections of a refit folder from its coefficients.csv and fit.json."""
+    from glminterp.outputs import check_writable_into
+
+    if not (folder / COEF_NAME).is_file():
+        raise FileNotFoundError(
+            f"{folder} has neither {MANIFEST_NAME} nor {COEF_NAME}: point to a folder written "
+            "by `glminterp run` or `glminterp refit`."
+        )
+    coef = _read_coefficients(folder / COEF_NAME)
+    fit = _read_json_file(folder / FIT_NAME) if (folder / FIT_NAME).is_file() else {}
+    rb = ReportBuilder(f"GLM refit: {folder.name}", folder.name)
+    add_refit_sections(rb, coef, fit)
+    check_writable_into(folder, [*rb.files, MANIFEST_NAME, HTML_NAME])
+    (folder / "figures").mkdir(exist_ok=True)
+    for name, content in rb.files.items():
+        atomic_write(folder / name, lambda p, c=content: Path(p).write_bytes(c))
+    atomic_write(folder / MANIFEST_NAME, lambda p: Path(p).write_text(dumps(rb.manifest())))
 
 
 # ---------------------------------------------------------------------------- refit sections

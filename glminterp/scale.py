@@ -23,7 +23,6 @@ per block (summed in a tree): choose blocks of at least a few thousand rows. See
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,7 +32,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from glminterp._io import replace_dir
 from glminterp.engine import (
     BinomialObjective,
     EngineResult,
@@ -51,19 +49,10 @@ from glminterp.engine import (
     null_start_multinomial,
     symmetrize_upper,
 )
+from glminterp.outputs import write_folder
 
 
 # ============================================================================ Parquet shards
-def _staging_dir(folder: Path) -> Path:
-    """An empty temporary folder beside ``folder``, moved into place with ``replace_dir``."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
 def write_parquet_shards(
     data, folder: str | Path, rows_per_shard: int, *, label: str = "label"
 ) -> list[Path]:
@@ -96,15 +85,15 @@ def write_parquet_shards(
     else:
         raise TypeError(f"data must be Activations or a DataFrame, got {type(data).__name__}.")
     folder = Path(folder)
-    tmp = _staging_dir(folder)
     n = len(df)
-    names = []
-    for i, start in enumerate(range(0, max(n, 1), int(rows_per_shard))):
-        part = df.iloc[start : start + int(rows_per_shard)]
-        name = f"part-{i:05d}.parquet"
-        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / name)
-        names.append(name)
-    replace_dir(tmp, folder)
+    names = [f"part-{i:05d}.parquet" for i in range(len(range(0, max(n, 1), int(rows_per_shard))))]
+
+    def fill(tmp: Path) -> None:
+        for i, name in enumerate(names):
+            part = df.iloc[i * int(rows_per_shard) : (i + 1) * int(rows_per_shard)]
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / name)
+
+    write_folder(folder, fill)
     return [folder / nm for nm in names]
 
 
@@ -159,24 +148,26 @@ def extract_to_shards(
     if int(rows_per_shard) < 1:
         raise ValueError(f"rows_per_shard must be a positive integer, got {rows_per_shard}.")
     folder = Path(folder)
-    tmp = _staging_dir(folder)
     written: dict[str, list[str]] = {}
-    head = None
-    starts = range(0, len(data), int(rows_per_shard))
-    for start in tqdm(starts, desc="extract to shards", disable=not progress):
-        chunk = data.subset(np.arange(start, min(start + int(rows_per_shard), len(data))))
-        acts = extract_activations(model, chunk, progress=False, **extract_kwargs)
-        head = acts.head
-        df = acts.head_features().reset_index(drop=True)
-        df[label] = acts.obs["label"].to_numpy(dtype=np.int64)
-        df["obs.sample_id"] = acts.obs.index.to_numpy()
-        for name, part in df.groupby(acts.obs["split"].to_numpy(), sort=True):
-            (tmp / name).mkdir(exist_ok=True)
-            fname = f"part-{len(written.setdefault(name, [])):05d}.parquet"
-            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / name / fname)
-            written[name].append(fname)
-    (tmp / "head.json").write_text(json.dumps(head.to_dict(), sort_keys=True))
-    replace_dir(tmp, folder)
+
+    def fill(tmp: Path) -> None:
+        head = None
+        starts = range(0, len(data), int(rows_per_shard))
+        for start in tqdm(starts, desc="extract to shards", disable=not progress):
+            chunk = data.subset(np.arange(start, min(start + int(rows_per_shard), len(data))))
+            acts = extract_activations(model, chunk, progress=False, **extract_kwargs)
+            head = acts.head
+            df = acts.head_features().reset_index(drop=True)
+            df[label] = acts.obs["label"].to_numpy(dtype=np.int64)
+            df["obs.sample_id"] = acts.obs.index.to_numpy()
+            for name, part in df.groupby(acts.obs["split"].to_numpy(), sort=True):
+                (tmp / name).mkdir(exist_ok=True)
+                fname = f"part-{len(written.setdefault(name, [])):05d}.parquet"
+                pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp / name / fname)
+                written[name].append(fname)
+        (tmp / "head.json").write_text(json.dumps(head.to_dict(), sort_keys=True))
+
+    write_folder(folder, fill)
     return {name: [folder / name / f for f in files] for name, files in written.items()}
 
 

@@ -34,7 +34,9 @@ import torch
 from glminterp import report as rp
 from glminterp.activations import Activations, extract_activations
 from glminterp.data import DEFAULT_FRACTIONS, LabeledImages, stratified_split
+from glminterp.errors import RefitFailedError
 from glminterp.models import build_model
+from glminterp.outputs import check_output_folder
 from glminterp.train import TrainingHistory, deterministic, save_checkpoint, train_model
 
 STUDIES: tuple[str, ...] = ("mnist_gap_cnn", "mnist_mlp", "mnist_zero_one", "mnist_idx")
@@ -273,7 +275,7 @@ def _run(
     separation_remedy: str | None = None,
 ) -> StudyResult:
     timer = _Timer()
-    folder = Path(out) / name
+    folder = check_output_folder(Path(out) / name)  # refuse before training, not after
     data = _split(subsample(data, config.size, seed), config, seed)
     train = data.get_split("train")
     _say(progress, f"{name}: {len(data)} rows ({data.name}), training {architecture} on {len(train)}")
@@ -312,8 +314,11 @@ def _run(
     except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:  # Separation, Collinearity, Fit
         refit_error = _describe_error(e)
     timer.timings["refit"] = time.perf_counter() - t0
-    if refit_error:
-        _say(progress, f"refit not available: {refit_error}")
+    if refit_error:  # the central step: no report rather than one with empty coefficients
+        raise RefitFailedError(
+            f"study {name!r}: the GLM refit failed ({refit_error}); no report was written and "
+            f"{folder} was left as it was. Try more rows (--size), another --remedy or --seed."
+        )
 
     result = StudyResult(
         name=name, folder=folder, config=config, seed=seed, data=data, model=model,
@@ -343,7 +348,8 @@ def _run(
     rb.add_csv("splits.csv", pd.DataFrame({"sample_id": data.ids, "split": data.split}))
     if config.save_activations:
         rb.add_file("activations.parquet", lambda p: dataclasses.replace(acts, maps={}).to_parquet(p))
-    rb.add_file("model.pt", lambda p: save_checkpoint(model, p, architecture=architecture, **arch_kwargs))
+    rb.add_file("model.pt", lambda p: save_checkpoint(model, p, architecture=architecture,
+                                                   input_shape=data.images.shape[1:], **arch_kwargs))
     prov = rp.provenance(
         seeds={"split": seed, "init": seed, "shuffle": seed, "subsample": seed},
         data_hash=data.fingerprint(),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -136,17 +138,41 @@ def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 512) -> fl
     return hits / max(len(data), 1)
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, *, architecture: str, **config) -> Path:
+def save_checkpoint(
+    model: nn.Module, path: str | Path, *, architecture: str,
+    input_shape: Sequence[int] | None = None, **config,
+) -> Path:
     """Save the state dict plus a JSON sidecar (architecture name and constructor arguments).
 
     Only tensors are pickled, so :func:`load_checkpoint` can use ``weights_only=True``.
+    ``input_shape`` (one input without the batch dimension, e.g. ``(1, 28, 28)``) is recorded
+    so that running the model on inputs of another size warns (:func:`check_input_shape`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     meta = {"architecture": architecture, "config": config}
+    if input_shape is not None:
+        meta["input_shape"] = [int(d) for d in input_shape]
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return path
+
+
+def read_checkpoint_sidecar(path: str | Path) -> dict | None:
+    """The JSON sidecar of a checkpoint (None if there is none); a broken one is named."""
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        meta = json.loads(side.read_text())
+    except ValueError as e:
+        raise ValueError(f"checkpoint sidecar {side} is not valid JSON ({e}); fix or delete it "
+                         "and pass --architecture.") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), str) \
+            or not isinstance(meta.get("config", {}), dict):
+        raise ValueError(f"checkpoint sidecar {side} lacks 'architecture' (a name) or 'config' "
+                         "(a mapping); rewrite it with save_checkpoint.")
+    return meta
 
 
 def load_checkpoint(path: str | Path, architecture: str | None = None, **config) -> nn.Module:
@@ -154,21 +180,99 @@ def load_checkpoint(path: str | Path, architecture: str | None = None, **config)
 
     ``architecture`` and ``config`` default to the JSON sidecar written by
     :func:`save_checkpoint`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the checkpoint (or, without ``architecture``, its sidecar) does not exist.
+    ValueError
+        If the file is not a weights-only state dict, or does not fit the architecture.
     """
     from glminterp.models import build_model
 
     path = Path(path)
-    side = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file).")
+    meta = read_checkpoint_sidecar(path)
     if architecture is None:
-        if not side.is_file():
+        if meta is None:
             raise FileNotFoundError(
-                f"{side} not found: pass architecture=<name> (one of mlp, zero_one, gap_cnn)."
+                f"{path.with_suffix('.json')} not found: pass architecture=<name> (one of mlp, "
+                "zero_one, gap_cnn)."
             )
-        meta = json.loads(side.read_text())
-        architecture, config = meta["architecture"], {**meta["config"], **config}
-    model = build_model(architecture, **config)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+        architecture, config = meta["architecture"], {**meta.get("config", {}), **config}
+    try:
+        model = build_model(architecture, **config)
+    except TypeError as e:
+        raise ValueError(f"architecture {architecture!r} does not take the config {config} "
+                         f"recorded for {path} ({e}).") from e
+    state = _load_state(path)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"checkpoint {path} does not fit architecture {architecture!r} with config {config} "
+            f"({first}); pass the architecture and sizes it was saved with."
+        ) from e
     model.eval()
+    if meta is not None and meta.get("input_shape") is not None:
+        # read by extract_activations, which warns on inputs of another size
+        model.glminterp_input_shape = tuple(int(d) for d in meta["input_shape"])
     return model
 
+
+def _load_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unpickling a foreign file fails in many ways
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"checkpoint {path} is not a weights-only PyTorch state dict ({first}); pass a file "
+            "written by save_checkpoint (torch.save(model.state_dict(), path))."
+        ) from e
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict; "
+                         "save model.state_dict() instead.")
+    return state
+
+
+def check_input_shape(path: str | Path, input_shape: Sequence[int], *, warn: bool = True) -> None:
+    """Warn (or raise) when inputs differ from the shape recorded with checkpoint ``path``.
+
+    A model whose size is fixed by its weights (an MLP) cannot run on other sizes: that is a
+    ValueError. A convolutional model with global average pooling runs on any size, but its
+    features then mean something else: that is a warning (unless ``warn=False``, for callers
+    whose extraction warns already: a model from :func:`load_checkpoint` carries the shape).
+    """
+    meta = read_checkpoint_sidecar(path) or {}
+    recorded = meta.get("input_shape")
+    if recorded is None:
+        return
+    recorded, got = tuple(int(d) for d in recorded), tuple(int(d) for d in input_shape)
+    if recorded == got:
+        return
+    n_inputs = (meta.get("config") or {}).get("n_inputs")
+    if n_inputs is not None and int(np.prod(got)) != int(n_inputs):
+        raise ValueError(f"checkpoint {path} takes inputs of shape {recorded} ({n_inputs} values); "
+                         f"the data has shape {got}. Use the data set the model was trained on.")
+    if warn:
+        _warn_input_shape(f"checkpoint {path}", recorded, got, stacklevel=3)
+
+
+def _warn_input_shape(what: str, recorded: tuple, got: tuple, stacklevel: int = 2) -> None:
+    warnings.warn(
+        f"{what} was trained on inputs of shape {recorded}, but the data has shape "
+        f"{got}: the network runs, but its features and CAMs describe inputs it never saw. Use "
+        "the data set it was trained on.", UserWarning, stacklevel=stacklevel + 1,
+    )
+
+
+def warn_model_input_shape(model: nn.Module, x: torch.Tensor) -> None:
+    """Warn if ``x`` differs from the input shape recorded when ``model`` was loaded."""
+    recorded = getattr(model, "glminterp_input_shape", None)
+    if recorded is not None and tuple(x.shape[1:]) != tuple(recorded):
+        _warn_input_shape(f"{type(model).__name__} (from its checkpoint)", tuple(recorded),
+                          tuple(x.shape[1:]), stacklevel=3)
