@@ -17,10 +17,11 @@ from glminterp.data import (
     write_idx,
 )
 from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
-from glminterp.glm import RefitResult, refit_output_layer
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
 from glminterp.models import MLP, GapCNN, build_model, zero_one_net
+from glminterp.refit import OutputLayerGLM, RefitResult, refit_output_layer
+from glminterp.refit.separation import SeparationError
 from glminterp.saliency import (
     deconvnet,
     hidden_unit_fields,
@@ -31,7 +32,6 @@ from glminterp.saliency import (
     top_activations,
     zero_one_analysis,
 )
-from glminterp.separation import SeparationError
 from glminterp.train import load_checkpoint, save_checkpoint, train_model
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "HeadError",
     "LabeledImages",
     "MLP",
+    "OutputLayerGLM",
     "RefitResult",
     "SeparationError",
     "build_model",

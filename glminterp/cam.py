@@ -3,7 +3,7 @@
 For a global-average-pooling head the class score is ``b_c + sum_k w_ck mean_xy A_k(x, y)``, so
 the class activation map ``M_c(x, y) = sum_k w_ck A_k(x, y)`` (Zhou et al. 2016) is the head's
 linear predictor spread over space. :func:`class_activation_maps` builds it from the network's
-own weights or from GLM coefficients (a :class:`~glminterp.glm.RefitResult` or plain arrays);
+own weights or from GLM coefficients (a :class:`~glminterp.refit.RefitResult` or plain arrays);
 with a covariance every location gets a standard error, a z value and significance masks.
 Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhyay et al. 2018) cover conv layers
 without a GAP head.

@@ -504,7 +504,7 @@ _MAX_LR_UNITS = 64
 def refit_fit_record(refit) -> dict:
     """Everything about a refit that belongs in ``fit.json``: statistics, tests, diagnostics.
 
-    Reads the :class:`glminterp.glm.RefitResult` public attributes that apply to this result
+    Reads the :class:`glminterp.refit.RefitResult` public attributes that apply to this result
     (``fit_stats``, ``agreement_test``, ``diagnostics``, ``unit_tests``, ``unit_lr_tests`` for
     heads of at most 64 units, ``separation``, ``remedy``, ``dropped_units``) and converts them
     to JSON types. Timings are never included.

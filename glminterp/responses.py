@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from glminterp.head import Head
+from glminterp.refit.design import class_labels
 
 TARGET_PREFIX = "target:"
 
@@ -59,13 +60,12 @@ def _user_response(response, obs: pd.DataFrame) -> np.ndarray:
 
 
 def _labels(obs: pd.DataFrame, n_classes: int, head: Head, family: str) -> np.ndarray:
-    lab = obs["label"]
-    if lab.isna().any():
+    if obs["label"].isna().any():
         raise ValueError(
-            f"{int(lab.isna().sum())} rows have no label; the refit needs labels (pass data "
-            "with labels to extract_activations, or response=...)."
+            f"{int(obs['label'].isna().sum())} rows have no label; the refit needs labels (pass "
+            "data with labels to extract_activations, or response=...)." + _link_hint(head, family)
         )
-    y = lab.to_numpy(dtype=np.int64)
+    y = class_labels(obs, np.iinfo(np.int64).max)  # dtype / integrality checks; range below
     if y.min() < 0 or y.max() >= n_classes:
         raise ValueError(
             f"labels must be class indices 0..{n_classes - 1}; got {y.min()}..{y.max()}."

@@ -491,3 +491,20 @@ def dask_fit_multinomial(
     params = beta.reshape(q, j, order="F") if family == "multinomial" else beta
     return _result(params, cov, fisher, llf, grad, conv, trace, family, "newton",
                    obj.n_obs, cls, ("const", *names), t0)
+
+
+def refit_parquet(source, *, head=None, family: str = "multinomial", parametrization="reference",
+                  alpha: float = 0.05, **kwargs):
+    """:func:`fit_multinomial_parquet` / :func:`fit_binomial_parquet` as a ``RefitResult``.
+
+    The same results class as an in-memory refit (coefficient table in any parametrization,
+    Holm/BH, unit tests, fit statistics, agreement with ``head``); see
+    :func:`glminterp.refit.engine_fit.results_from_engine`. ``kwargs`` go to the fit.
+    """
+    from glminterp.refit.engine_fit import results_from_engine
+
+    if family not in ("multinomial", "binomial"):
+        raise ValueError(f"family={family!r}; use 'multinomial' or 'binomial'.")
+    fit = fit_multinomial_parquet if family == "multinomial" else fit_binomial_parquet
+    er = fit(source, **kwargs)
+    return results_from_engine(er, head=head, parametrization=parametrization, alpha=alpha)

@@ -246,7 +246,7 @@ def _accuracy_by_split(acts: Activations) -> pd.DataFrame:
 
 
 def _events_per_parameter(acts: Activations) -> float:
-    from glminterp.diagnostics import events_per_parameter
+    from glminterp.refit.diagnostics import events_per_parameter
 
     refit_rows = acts.subset(split="refit")
     p = int((refit_rows.head_features().std(axis=0) > 0).sum())
@@ -294,7 +294,7 @@ def _run(
     t0 = time.perf_counter()
     try:
         from glminterp import refit_output_layer
-        from glminterp.separation import SeparationError
+        from glminterp.refit.separation import SeparationError
 
         kw = {"split": "refit", "parametrization": config.parametrization, "alpha": config.alpha,
               "progress": progress, "train_ids": history.train_ids, "engine": config.engine}

@@ -99,7 +99,7 @@ def test_cross_reference_on_trained_cnn(digits):
 
 @pytest.mark.filterwarnings("ignore:events per parameter")
 def test_refit_result_gives_same_maps_as_arrays(digits):
-    from glminterp import glm
+    from glminterp import refit as glm
 
     model = seeded_gap_cnn(digits)
     acts = gi.extract_activations(model, digits, progress=False)

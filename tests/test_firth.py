@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import optimize, stats
 
-from glminterp.firth import fit_firth
+from glminterp.refit.firth import fit_firth
 
 FIX = Path(__file__).parent / "fixtures" / "r"
 

@@ -5,7 +5,7 @@ import pytest
 from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
-from glminterp.glm import p_adjust
+from glminterp.refit import p_adjust
 from glminterp.saliency._common import class_coefficients
 
 

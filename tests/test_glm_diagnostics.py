@@ -7,7 +7,7 @@ import pytest
 from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
-from glminterp.diagnostics import CollinearityError, events_per_parameter, rank_report
+from glminterp.refit.diagnostics import CollinearityError, events_per_parameter, rank_report
 
 
 @pytest.fixture

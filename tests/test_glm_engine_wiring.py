@@ -8,7 +8,7 @@ from _glm_sim import relu_features
 from test_glm_synth import make_acts
 
 import glminterp as gi
-from glminterp.glm import AUTO_ENGINE_MIN_PARAMS
+from glminterp.refit import AUTO_ENGINE_MIN_PARAMS
 
 
 def _both(acts, **kw):

@@ -80,7 +80,8 @@ def test_fit_record_carries_lr_tests_where_they_apply(data):
 
 
 def test_reduced_fits_fall_back_to_a_cold_start_when_the_warm_one_fails():
-    from glminterp.glm import _all_good, _reduced_fits
+    from glminterp.refit.estimators.ml_statsmodels import all_good as _all_good
+    from glminterp.refit.estimators.ml_statsmodels import reduced_fits as _reduced_fits
 
     rng = np.random.default_rng(3)
     coef = np.array([[0, 0, 0], [1, -1, 0], [0.5, 0.5, -1], [-1, 0, 1]]) * 5.0  # strong units
@@ -100,7 +101,8 @@ def test_reduced_fits_fall_back_to_a_cold_start_when_the_warm_one_fails():
 
 
 def test_reduced_fit_that_fails_outright_is_not_good(data):
-    from glminterp.glm import _all_good, _reduced_fits
+    from glminterp.refit.estimators.ml_statsmodels import all_good as _all_good
+    from glminterp.refit.estimators.ml_statsmodels import reduced_fits as _reduced_fits
 
     x, y = data
     dup = np.column_stack([np.ones(len(y)), x[:, 0], x[:, 0]])  # singular Hessian

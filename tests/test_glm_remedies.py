@@ -10,9 +10,9 @@ import pytest
 from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
-from glminterp.firth import fit_firth
-from glminterp.penalized import fit_pca, fit_ridge
-from glminterp.separation import SeparationError
+from glminterp.refit.firth import fit_firth
+from glminterp.refit.penalized import fit_pca, fit_ridge
+from glminterp.refit.separation import SeparationError
 
 FIX = Path(__file__).parent / "fixtures" / "r"
 
@@ -78,7 +78,7 @@ def test_firth_two_class_softmax_is_the_binomial_of_class_1():
     np.testing.assert_allclose(c.loc["0", "p"], pl["p_plr"], rtol=1e-8)
     # agreement: penalized LR test of the network's head against the Firth fit
     ag = res.agreement_test
-    from glminterp.glm import _firth_pll
+    from glminterp.refit.likelihood import firth_pll as _firth_pll
 
     b0 = res.network_params("reference").iloc[:, 0].to_numpy()
     x1 = np.column_stack([np.ones(len(y)), x])

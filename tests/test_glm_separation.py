@@ -7,7 +7,7 @@ import pytest
 from test_glm_synth import make_acts, simulate_multinomial
 
 import glminterp as gi
-from glminterp.separation import SeparationError, check_binomial, check_multinomial
+from glminterp.refit.separation import SeparationError, check_binomial, check_multinomial
 
 
 def test_complete_binomial_separation_raises(rng):

@@ -174,7 +174,7 @@ def test_tables_and_display(res):
 def test_p_adjust_matches_multipletests(rng):
     from statsmodels.stats.multitest import multipletests
 
-    from glminterp.glm import p_adjust
+    from glminterp.refit import p_adjust
 
     p = np.concatenate([rng.random(40) ** 3, [0.01, 0.01, 1.0]])
     for method in ("holm", "fdr_bh"):

@@ -9,7 +9,7 @@ from _glm_sim import relu_features
 from scipy import optimize
 
 from glminterp import engine as E
-from glminterp.penalized import fit_pca, fit_ridge
+from glminterp.refit.penalized import fit_pca, fit_ridge
 
 
 @pytest.fixture(scope="module")

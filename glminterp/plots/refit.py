@@ -1,6 +1,6 @@
 """Figures of a refit: forest plot, z heatmap, network weights versus GLM coefficients.
 
-Each function takes a :class:`~glminterp.glm.RefitResult` or its tidy ``coefficients`` table,
+Each function takes a :class:`~glminterp.refit.RefitResult` or its tidy ``coefficients`` table,
 draws on ``ax`` (a new figure if None) and returns the Figure; none computes a statistic.
 """
 

@@ -275,7 +275,7 @@ def zero_one_analysis(
     if lin.out_features != 1:
         raise ValueError(f"The hidden layer has {lin.out_features} units; this analysis needs 1.")
     if refit is None:
-        from glminterp.glm import refit_output_layer
+        from glminterp.refit import refit_output_layer
 
         refit = refit_output_layer(acts, split=split, progress=False)
     if getattr(acts.head, "link", None) != "softmax" or acts.head.n_outputs != 2:

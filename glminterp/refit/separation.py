@@ -17,7 +17,7 @@ Multinomial (reference parametrization, ``d_0 = 0``)::
 
 A positive optimum is a direction along which no observation's fit gets worse and at least one's
 improves: (quasi-)complete separation (Albert & Anderson 1984). The optimum is zero otherwise,
-provided the design has full column rank (checked before, see :mod:`glminterp.diagnostics`).
+provided the design has full column rank (checked before, see :mod:`glminterp.refit.diagnostics`).
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class SeparationCheck:
         ``(q, K - 1)`` (reference parametrization) for multinomial; zeros if not separated.
     label : str
         What was checked (e.g. ``"multinomial"`` or ``"binomial: 3"``).
+    method : {"lp", "fit"}
+        ``"lp"``: this linear program; ``"fit"``: the maximum-likelihood fit reached a clean
+        optimum, which proves overlap (Albert & Anderson 1984), so no LP was run.
     """
 
     separated: bool
@@ -89,6 +92,7 @@ class SeparationCheck:
     n_rows_separated: int
     direction: np.ndarray = field(repr=False)
     label: str = ""
+    method: str = "lp"
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (without the direction)."""
@@ -99,6 +103,7 @@ class SeparationCheck:
             "classes": list(self.classes),
             "units": list(self.units),
             "n_rows_separated": int(self.n_rows_separated),
+            "method": self.method,
         }
 
 
@@ -244,7 +249,31 @@ def check_multinomial(
     )
 
 
-def raise_if_separated(checks: Sequence[SeparationCheck], n_units: int) -> None:
+def advice(split, family: str) -> str:
+    """What to do about separation, from where the user is (split, family)."""
+    parts = []
+    if split != "refit":
+        parts.append("refit on held-out rows (split='refit'): training rows are usually separated")
+    if family in ("binomial", "ovr"):
+        parts.append("remedy='firth' keeps this model and gives finite bias-reduced estimates "
+                     "with penalized likelihood-ratio tests and profile intervals")
+    elif family == "multinomial":
+        parts.append("family='ovr' with remedy='firth' fits one bias-reduced binomial model per "
+                     "class (one-vs-rest: a different model from the softmax head)")
+    parts += [
+        "remedy='ridge' keeps the model but shrinks every coefficient toward 0 (penalized "
+        "inference, sandwich covariance)",
+        "remedy='pca' fits the model on the leading principal components of the units "
+        "(reduced-rank inference on unit contrasts)",
+        "fewer units, or on_separation='warn' to fit anyway and inspect the (meaningless) "
+        "estimates",
+    ]
+    return "What to do: " + "; ".join(parts) + "."
+
+
+def raise_if_separated(
+    checks: Sequence[SeparationCheck], n_units: int, advice: str | None = None
+) -> None:
     """Raise :class:`SeparationError` describing every separated check.
 
     Parameters
@@ -269,8 +298,9 @@ def raise_if_separated(checks: Sequence[SeparationCheck], n_units: int) -> None:
         "The data are (quasi-)completely separated, so the maximum-likelihood estimate does not "
         "exist (coefficients diverge; statsmodels would return NaN or huge standard errors). "
         + "; ".join(parts)
-        + ". Refit on held-out rows (split='refit'), use fewer units, or pass "
-        "on_separation='warn' to fit anyway and inspect the (meaningless) estimates.",
+        + ". "
+        + (advice or "Refit on held-out rows (split='refit'), use fewer units, or pass "
+           "on_separation='warn' to fit anyway and inspect the (meaningless) estimates."),
         classes=classes,
         n_units=len(units),
         units=units,

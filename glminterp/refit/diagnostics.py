@@ -17,6 +17,26 @@ import scipy.linalg
 # above ~30 collinearity degrades estimates, above 1000 standard errors are badly inflated.
 CONDITION_WARN = 1000.0
 EPP_WARN = 10.0
+#: p/N from which classical logit intervals measurably under-cover (Sur & Candes 2019); the
+#: figures below were measured on real activations (binomial head, N = 1,000, 500 replicates).
+P_OVER_N_WARN = 0.05
+P_OVER_N_MEASURED = {0.1: {"coverage_95": 0.926, "null_z_type1": 0.074, "inflation": 1.03},
+                     0.2: {"coverage_95": 0.899, "null_z_type1": None, "inflation": 1.63}}
+
+
+def high_dimension_note(p: int, n: int) -> str | None:
+    """What p/N does to classical logit inference here, or None below :data:`P_OVER_N_WARN`."""
+    kappa = p / max(n, 1)
+    if kappa < P_OVER_N_WARN:
+        return None
+    return (
+        f"p/N = {kappa:.3g} (>= {P_OVER_N_WARN:g}): in this regime the MLE is inflated and "
+        "Wald intervals under-cover (Sur & Candes 2019). Measured on real activations: at "
+        "p/N = 0.1 95% intervals covered 0.926 and null z-tests rejected 7.4% at 5%; at p/N = "
+        "0.2 coverage was 0.899 with estimates inflated 1.63x. Remedies: fewer units "
+        "(remedy='pca'), more held-out rows, likelihood-ratio tests (unit_lr_tests()), or the "
+        "bootstrap (bootstrap=...)."
+    )
 _RANK_RTOL = 1e-9
 
 

@@ -113,6 +113,41 @@ def _score_outer(x: np.ndarray, resid: np.ndarray, shift: np.ndarray, chunk: int
     return out
 
 
+def _penalized_newton(value_grad, fisher, b, tol: float, max_iter: int):
+    """Newton with Armijo step halving on a concave penalized objective.
+
+    Converged when the Newton step is below ``tol``, or when no step can raise the objective at
+    machine precision while the step is already below ``sqrt(tol)`` (rounding-level optimum).
+    """
+    pval, grad, llf = value_grad(b)
+    converged, n_iter = False, 0
+    while n_iter < max_iter:
+        n_iter += 1
+        step = cho_solve(cho_factor(fisher(b), check_finite=False), grad, check_finite=False)
+        size = float(np.max(np.abs(step)))
+        if size <= tol:
+            b = b + step
+            pval, grad, llf = value_grad(b)
+            converged = True
+            break
+        t, accepted = 1.0, None
+        for _ in range(40):
+            cand = value_grad(b + t * step)
+            if cand[0] >= pval + 1e-4 * t * float(grad @ step):
+                accepted = cand
+                break
+            t *= 0.5
+        stalled = accepted is None or accepted[0] - pval <= 1e-15 * max(1.0, abs(pval))
+        if stalled and size <= np.sqrt(tol):  # rounding-level optimum: no ascent is possible
+            converged = True
+            break
+        if accepted is None:  # no ascent at machine precision far from the optimum: give up
+            break
+        b = b + t * step
+        pval, grad, llf = accepted
+    return b, llf, converged, n_iter
+
+
 def fit_ridge(
     x,
     y,
@@ -177,30 +212,12 @@ def fit_ridge(
         llf, g = obj.value_grad(beta)
         return llf - 0.5 * lam * float(np.sum(d * beta**2)), g - lam * d * beta, llf
 
-    pval, grad, llf = pen_value_grad(b)
-    converged, n_iter = False, 0
-    while n_iter < max_iter:
-        n_iter += 1
-        h = obj.fisher(b)
+    def pen_fisher(beta):
+        h = obj.fisher(beta)
         h[np.diag_indices_from(h)] += lam * d
-        chol = cho_factor(h, check_finite=False)
-        step = cho_solve(chol, grad, check_finite=False)
-        if float(np.max(np.abs(step))) <= tol:
-            b = b + step
-            pval, grad, llf = pen_value_grad(b)
-            converged = True
-            break
-        t, accepted = 1.0, None
-        for _ in range(40):
-            cand = pen_value_grad(b + t * step)
-            if cand[0] >= pval + 1e-4 * t * float(grad @ step):
-                accepted = cand
-                break
-            t *= 0.5
-        if accepted is None:  # no ascent at machine precision: stop where we are
-            break
-        b = b + t * step
-        pval, grad, llf = accepted
+        return h
+
+    b, llf, converged, n_iter = _penalized_newton(pen_value_grad, pen_fisher, b, tol, max_iter)
     h = obj.fisher(b)
     h[np.diag_indices_from(h)] += lam * d
     h_inv = np.linalg.inv(h)
