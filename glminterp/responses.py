@@ -6,7 +6,8 @@ into the response array of the refit:
 ========================  ===========================================  ==========================
 family                    default response                             ``response=`` accepts
 ========================  ===========================================  ==========================
-multinomial (softmax)     ``label`` (class indices 0..K-1)             class indices
+multinomial (softmax)     ``label`` (class indices 0..K-1)             (refused: the labels are
+                                                                       the response)
 binomial (sigmoid)        ``target:<class>`` 0/1 columns when the      (N, K) 0/1 values (or
                           labels were an (N, K) multi-label matrix;    proportions in [0, 1])
                           else the one-hot coding of ``label``
@@ -130,12 +131,12 @@ def build_response(
     k = head.n_outputs
     if family == "multinomial":
         if response is not None:
-            y = _user_response(response, obs).reshape(-1)
-            if not np.isfinite(y).all() or (y != np.round(y)).any() or y.min() < 0 or y.max() >= k:
-                raise ValueError(f"response must be class indices 0..{k - 1} for a multinomial refit.")
-            y = y.astype(np.int64)
-        else:
-            y = _labels(obs, k, head, family)
+            raise ValueError(
+                "response= is not used by the multinomial refit: it models the class labels in "
+                "acts.obs['label'] (extract with the labels you mean). Per-output responses go "
+                "with family='binomial' / 'ovr' (0/1) or 'gaussian' (real values)."
+            )
+        y = _labels(obs, k, head, family)
         missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
         if missing:
             raise ValueError(
