@@ -6,6 +6,7 @@ classic visualizations, and write reproducible reports.
 """
 
 from glminterp.activations import Activations, extract_activations
+from glminterp.analysis import Analysis, Plan, applicable_steps
 from glminterp.cam import CAMCoefficients, CAMResult, class_activation_maps
 from glminterp.data import (
     LabeledImages,
@@ -19,6 +20,8 @@ from glminterp.data import (
 from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import ActivationRecorder
+from glminterp.inputs import as_labeled_images, load_idx, load_image_folder, load_npz
+from glminterp.model_summary import layer_table
 from glminterp.models import MLP, GapCNN, build_model, zero_one_net
 from glminterp.refit import OutputLayerGLM, RefitResult, refit_output_layer
 from glminterp.refit.separation import SeparationError
@@ -39,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActivationRecorder",
     "Activations",
+    "Analysis",
     "CAMCoefficients",
     "CAMResult",
     "GapCNN",
@@ -47,7 +51,10 @@ __all__ = [
     "LabeledImages",
     "MLP",
     "OutputLayerGLM",
+    "Plan",
     "RefitResult",
+    "applicable_steps",
+    "as_labeled_images",
     "SeparationError",
     "build_model",
     "class_activation_maps",
@@ -59,10 +66,14 @@ __all__ = [
     "extract_activations",
     "hidden_unit_fields",
     "input_importance",
+    "layer_table",
     "load_checkpoint",
     "load_digits",
+    "load_idx",
+    "load_image_folder",
     "load_mnist5k",
     "load_mnist_idx",
+    "load_npz",
     "occlusion",
     "read_idx",
     "receptive_field",
