@@ -35,7 +35,7 @@ Statistics
     Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly, not by
     interpolating SEs: each output pixel combines at most 2 x 2 feature cells, and
     ``SE^2(u) = sum_ij w_i(u) w_j(u) a_i' Sigma_c a_j`` is assembled from inner products of
-    neighbouring cells (see :mod:`glminterp.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
+    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
     the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
     ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
     ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
@@ -55,7 +55,6 @@ from statsmodels.stats.multitest import multipletests
 from torch import nn
 
 from glminterp.activations import unit_names
-from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import (
@@ -67,6 +66,7 @@ from glminterp.hooks import (
     resolve_layers,
     reuse_message,
 )
+from glminterp.maps.cam_uncertainty import interp_matrix, uncertainty
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
