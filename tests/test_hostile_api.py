@@ -17,8 +17,8 @@ from _hostile_support import DictNet, TinyNet, TupleNet, tiny_x
 
 import glminterp as gi
 from glminterp._validate import check_bool, check_choice, check_int, check_real
-from glminterp.cam import _select_classes
 from glminterp.head import HeadError
+from glminterp.maps.cam import _select_classes
 from glminterp.train import check_input_shape, load_checkpoint
 
 # ---------------------------------------------------------------------------- validators
