@@ -328,6 +328,8 @@ def _full_lp(xs: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, int, in
     n_lp = 0
     while True:
         obs, other = np.nonzero(have)
+        log.info("separation LP, full phase: LP %d on %d constraints x %d variables", n_lp + 1,
+                 obs.size, q * (k - 1))
         res = _solve(c, -_constraints(xs, y, obs, other, k), q * (k - 1))
         n_lp += 1
         d = res.x.reshape(k - 1, q).T
@@ -336,8 +338,8 @@ def _full_lp(xs: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, int, in
         marg[np.arange(n), y] = np.inf
         worst = marg.argmin(axis=1)
         new = marg[np.arange(n), worst] < -_VIOLATION_TOL
-        log.info("separation LP, full phase: LP %d on %d constraints, %d rows violated", n_lp,
-                 obs.size, int(new.sum()))
+        log.info("separation LP, full phase: LP %d solved, %d rows violate it", n_lp,
+                 int(new.sum()))
         if not new.any():
             return d, n_lp, int(obs.size)
         have[np.nonzero(new)[0], worst[new]] = True
