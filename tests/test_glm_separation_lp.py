@@ -63,3 +63,18 @@ def test_binomial_row_generation_equals_the_whole_lp(rng, separated):
     assert c.objective == pytest.approx(whole if separated else 0.0, rel=1e-6, abs=1e-6)
     if separated:
         assert ((2 * y - 1) * (x @ c.direction)).min() > -1e-9
+
+
+def test_fast_engine_stops_a_separated_fit_early(rng, caplog):
+    import logging
+
+    from test_glm_synth import make_acts
+
+    import glminterp as gi
+
+    x = rng.standard_normal((400, 5))
+    y = (x @ rng.standard_normal((5, 3))).argmax(axis=1)  # completely separated
+    with caplog.at_level(logging.INFO, logger="glminterp"):
+        with pytest.raises(sep.SeparationError):
+            gi.refit_output_layer(make_acts(x, y), engine="fast", progress=False)
+    assert any("stopped after" in r.getMessage() for r in caplog.records)
