@@ -10,7 +10,9 @@ Rows (best of ``--repeats``, interleaved so machine noise hits both sides):
    all classes, upsampled to the input. Ratio = with / without (goal: <= 2).
 4. The simulated simultaneous threshold (``n_sim`` draws) as a multiple of the plain CAM.
 
-Usage: ``python benchmarks/cam.py [--n 512] [--size 28] [--repeats 5] [--n-sim 500]``
+Usage: ``python benchmarks/cam.py [--n 512] [--size 28] [--repeats 5] [--n-sim 500]
+[--width 32]`` (``--width 512``: a ResNet-18-wide head, where the threshold is simulated in
+coefficient space).
 """
 
 from __future__ import annotations
@@ -54,18 +56,19 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n-sim", type=int, default=500)
+    ap.add_argument("--width", type=int, default=32, help="channels of the last conv (p)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = gi.GapCNN(widths=(16, 32, 32)).eval()
+    model = gi.GapCNN(widths=(16, 32, args.width)).eval()
     x = torch.rand(args.n, 1, args.size, args.size)
-    p = 32
+    p = args.width
     rng = np.random.default_rng(0)
     coefs = rng.normal(size=(p + 1, 10))
     root = rng.normal(size=(10, p + 1, p + 1)) / np.sqrt(p)
     covs = root @ root.transpose(0, 2, 1) * 0.01
     head = gi.detect_head(model, x[:2])
-    print(f"GapCNN(16, 32, 32), {args.n} random {args.size}x{args.size} images, one batch, "
+    print(f"GapCNN(16, 32, {p}), {args.n} random {args.size}x{args.size} images, one batch, "
           f"1 thread, best of {args.repeats}")
     print(f"{'what':<44} {'base s':>8} {'ours s':>8} {'ratio':>7}")
 

@@ -3,76 +3,90 @@
 Export hidden-layer activations to pandas (:func:`extract_activations`), refit the head as a
 statsmodels GLM with honest inference, cross-reference with class activation maps and the
 classic visualizations, and write reproducible reports.
+
+Names are imported lazily (PEP 562): ``import glminterp.engine`` or ``glminterp.scale`` loads
+numpy/pandas/scipy only, so Dask workers running the chunk kernels never import torch;
+``glminterp.extract_activations`` and friends import their modules on first access.
 """
 
-from glminterp.activations import Activations, extract_activations
-from glminterp.cam import CAMCoefficients, CAMResult, class_activation_maps
-from glminterp.data import (
-    LabeledImages,
-    load_digits,
-    load_mnist5k,
-    load_mnist_idx,
-    read_idx,
-    stratified_split,
-    write_idx,
-)
-from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
-from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import ActivationRecorder
-from glminterp.models import MLP, GapCNN, build_model, zero_one_net
-from glminterp.refit import OutputLayerGLM, RefitResult, refit_output_layer
-from glminterp.refit.separation import SeparationError
-from glminterp.saliency import (
-    deconvnet,
-    hidden_unit_fields,
-    input_importance,
-    occlusion,
-    receptive_field,
-    siddhartha,
-    top_activations,
-    zero_one_analysis,
-)
-from glminterp.train import load_checkpoint, save_checkpoint, train_model
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {
+    "Analysis": "glminterp.analysis",
+    "Plan": "glminterp.analysis",
+    "applicable_steps": "glminterp.analysis",
+    "as_labeled_images": "glminterp.inputs",
+    "load_idx": "glminterp.inputs",
+    "load_image_folder": "glminterp.inputs",
+    "load_npz": "glminterp.inputs",
+    "layer_table": "glminterp.model_summary",
+    "ActivationRecorder": "glminterp.hooks",
+    "Activations": "glminterp.activations",
+    "CAMCoefficients": "glminterp.cam",
+    "CAMResult": "glminterp.cam",
+    "GapCNN": "glminterp.models",
+    "Head": "glminterp.head",
+    "HeadError": "glminterp.head",
+    "LabeledImages": "glminterp.data",
+    "MLP": "glminterp.models",
+    "OutputLayerGLM": "glminterp.refit",
+    "RefitResult": "glminterp.refit",
+    "SeparationError": "glminterp.refit.separation",
+    "build_model": "glminterp.models",
+    "class_activation_maps": "glminterp.cam",
+    "compare_faithfulness": "glminterp.faithfulness",
+    "confidence_change": "glminterp.faithfulness",
+    "deconvnet": "glminterp.saliency",
+    "deletion_insertion": "glminterp.faithfulness",
+    "detect_head": "glminterp.head",
+    "extract_activations": "glminterp.activations",
+    "hidden_unit_fields": "glminterp.saliency",
+    "input_importance": "glminterp.saliency",
+    "load_checkpoint": "glminterp.train",
+    "load_digits": "glminterp.data",
+    "load_mnist5k": "glminterp.data",
+    "load_mnist_idx": "glminterp.data",
+    "occlusion": "glminterp.saliency",
+    "read_idx": "glminterp.data",
+    "receptive_field": "glminterp.saliency",
+    "refit_output_layer": "glminterp.refit",
+    "save_checkpoint": "glminterp.train",
+    "siddhartha": "glminterp.saliency",
+    "stratified_split": "glminterp.data",
+    "top_activations": "glminterp.saliency",
+    "train_model": "glminterp.train",
+    "write_idx": "glminterp.data",
+    "zero_one_analysis": "glminterp.saliency",
+    "zero_one_net": "glminterp.models",
+}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ActivationRecorder",
-    "Activations",
-    "CAMCoefficients",
-    "CAMResult",
-    "GapCNN",
-    "Head",
-    "HeadError",
-    "LabeledImages",
-    "MLP",
-    "OutputLayerGLM",
-    "RefitResult",
-    "SeparationError",
-    "build_model",
-    "class_activation_maps",
-    "compare_faithfulness",
-    "confidence_change",
-    "deconvnet",
-    "deletion_insertion",
-    "detect_head",
-    "extract_activations",
-    "hidden_unit_fields",
-    "input_importance",
-    "load_checkpoint",
-    "load_digits",
-    "load_mnist5k",
-    "load_mnist_idx",
-    "occlusion",
-    "read_idx",
-    "receptive_field",
-    "refit_output_layer",
-    "save_checkpoint",
-    "siddhartha",
-    "stratified_split",
-    "top_activations",
-    "train_model",
-    "write_idx",
-    "zero_one_analysis",
-    "zero_one_net",
-]
+__all__ = sorted(_LAZY)
+
+# Module paths from before the refit package (glminterp.glm, glminterp.firth, ...).
+_OLD_MODULES = {"glm": "glminterp.refit", "diagnostics": "glminterp.refit.diagnostics",
+                "firth": "glminterp.refit.firth", "parametrize": "glminterp.refit.parametrize",
+                "penalized": "glminterp.refit.penalized", "separation": "glminterp.refit.separation"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OLD_MODULES:
+        value = importlib.import_module(_OLD_MODULES[name])
+        globals()[name] = value
+        return value
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'glminterp' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

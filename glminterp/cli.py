@@ -26,6 +26,8 @@ Steps (each a subcommand; `glminterp <step> --help` for details):
   run      run a whole study: train the network on the train split, extract the head's input
            activations, refit the head as a GLM on the held-out refit split, cross-reference
            with CAMs / classic visualizations, and write reports/<study>/report.html
+  analyze  the same for your own trained network (--model module:factory --checkpoint
+           weights.pt --images FOLDER | --npz | --idx | --activations), nothing retrained
   extract  load a saved model (state dict + architecture name), run it over a data set and
            write the head's input activations (or chosen layers) to Parquet or CSV
   refit    refit the head from saved activations (Parquet) as a statsmodels GLM and write
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Add --debug anywhere to see the traceback behind an error.",
     )
-    sub = p.add_subparsers(dest="command", metavar="{run,extract,refit,report}")
+    sub = p.add_subparsers(dest="command", metavar="{run,analyze,extract,refit,report}")
 
     r = sub.add_parser(
         "run", help="run a study end to end and write its report",
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="maximum-likelihood solver of the refit (default auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
+    from glminterp.cli_analyze import add_parser as add_analyze
+
+    add_analyze(sub)
     e = sub.add_parser(
         "extract", help="extract activations from a saved model",
         description="Rebuild a reference architecture from a state dict (torch.load with "
@@ -231,6 +236,12 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_analyze(args, argv) -> int:
+    from glminterp import cli_analyze
+
+    return cli_analyze.main(args, argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``glminterp`` command; returns the exit status.
 
@@ -246,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     commands = {"run": lambda: _cmd_run(args, argv), "extract": lambda: _cmd_extract(args),
-                "refit": lambda: _cmd_refit(args), "report": lambda: _cmd_report(args)}
+                "refit": lambda: _cmd_refit(args), "report": lambda: _cmd_report(args),
+                "analyze": lambda: _cmd_analyze(args, argv)}
     try:
         return commands[args.command]()
     except KeyboardInterrupt:

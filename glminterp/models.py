@@ -96,7 +96,10 @@ def build_model(name: str, *, seed: int | None = None, **kwargs) -> nn.Module:
     """
     builders = {"mlp": MLP, "zero_one": zero_one_net, "gap_cnn": GapCNN}
     if name not in builders:
-        raise ValueError(f"architecture={name!r} is not known; use one of {ARCHITECTURES}.")
+        raise ValueError(
+            f"architecture={name!r} is not known; use one of {ARCHITECTURES}, or for your own "
+            "network `glminterp analyze --model package.module:factory --checkpoint weights.pt`."
+        )
     if "widths" in kwargs:
         kwargs["widths"] = tuple(kwargs["widths"])
     if seed is None:

@@ -37,6 +37,7 @@ from glminterp.outputs import write_folder
 
 #: Report sections, in page order: (id, title).
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("overview", "Summary"),
     ("data", "Data and splits"),
     ("model", "Model and training"),
     ("fit", "Fit statistics"),
@@ -56,6 +57,8 @@ MANIFEST_NAME = "report.json"
 FIT_NAME = "fit.json"
 COEF_NAME = "coefficients.csv"
 PROVENANCE_NAME = "provenance.json"
+FOLD_ROWS = 10  # tables longer than this show their top rows and fold the rest into <details>
+CSV_LINK_MAX_BYTES = 400_000  # larger CSVs are named, not embedded as a download link
 FLOAT_DIGITS = 8  # significant digits in JSON/CSV: BLAS threading moves the 10th digit between runs
 CSV_FLOAT_FORMAT = f"%.{FLOAT_DIGITS}g"
 
@@ -243,20 +246,30 @@ class ReportBuilder:
 
     def table(
         self, section: str, df: pd.DataFrame, caption: str = "", *, max_rows: int | None = None,
-        index: bool = False,
+        index: bool = False, csv: str | None = None, top: int = FOLD_ROWS,
     ) -> None:
-        """A table of ``df`` (first ``max_rows`` rows; cells formatted to 4 significant digits)."""
+        """A table of ``df`` (first ``max_rows`` rows; cells formatted to 4 significant digits).
+
+        The page shows the first ``top`` rows; longer tables fold the rest into a
+        ``<details>`` element. ``csv`` names the report file holding the whole table (linked
+        for download).
+        """
         frame = df.reset_index() if index else df
         shown = frame if max_rows is None else frame.head(max_rows)
         rows = [[format_value(v) for v in row] for row in shown.itertuples(index=False)]
         more = len(frame) - len(shown)
         if more > 0:
             caption = f"{caption} (first {len(shown)} of {len(frame)} rows)".strip()
-        self._add(
-            section,
-            {"kind": "table", "caption": caption, "columns": [str(c) for c in frame.columns],
-             "rows": rows},
-        )
+        block = {"kind": "table", "caption": caption, "columns": [str(c) for c in frame.columns],
+                 "rows": rows, "n_rows": len(frame), "top": int(top)}
+        if csv is not None:
+            block["csv"] = csv
+        self._add(section, block)
+
+    def bullets(self, section: str, lines: Sequence[str], caption: str = "") -> None:
+        """A bulleted list (plain text items)."""
+        self._add(section, {"kind": "bullets", "caption": caption,
+                            "items": [str(v) for v in lines]})
 
     def figure(self, section: str, fig, name: str, caption: str = "") -> None:
         """A matplotlib figure, saved as ``figures/<name>.png`` and embedded in the page."""
@@ -358,6 +371,31 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return text in ("inf", "-inf")
+    return True
+
+
+def _numeric_columns(block: Mapping) -> list[bool]:
+    """Per column: every non-empty cell is a number (right-aligned when rendered)."""
+    cols = len(block["columns"])
+    return [all(_is_number(r[j]) for r in block["rows"] if j < len(r) and r[j] != "")
+            and any(j < len(r) and r[j] != "" for r in block["rows"]) for j in range(cols)]
+
+
+def _csv_uri(path: Path) -> str | None:
+    """The CSV as a percent-encoded ``data:`` URI (a download link that keeps the page
+    self-contained), or None when the file is missing or too large to embed."""
+    from urllib.parse import quote
+
+    if not path.is_file() or path.stat().st_size > CSV_LINK_MAX_BYTES:
+        return None
+    return "data:text/csv;charset=utf-8," + quote(path.read_bytes(), safe="")
+
+
 def _render(folder: Path) -> str:
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     prov_path = folder / PROVENANCE_NAME
@@ -366,6 +404,10 @@ def _render(folder: Path) -> str:
     for sec in manifest["sections"]:
         blocks = []
         for b in sec["blocks"]:
+            if b["kind"] == "table":
+                b = {**b, "numeric": _numeric_columns(b)}
+                if b.get("csv"):
+                    b["csv_uri"] = _csv_uri(folder / b["csv"])
             if b["kind"] == "figure":
                 path = folder / b["file"]
                 if not path.is_file():
@@ -607,6 +649,8 @@ def add_refit_sections(
     Works from saved results only (the tidy coefficient table and the ``fit.json`` record), so
     ``glminterp report`` can rebuild these sections without the fitted model.
     """
+    from glminterp import report_summary as summ
+    from glminterp.plots import analysis as analysis_plots
     from glminterp.plots import refit as refit_plots
 
     fit = dict(fit)
@@ -660,6 +704,7 @@ def add_refit_sections(
     if not rb.sections["diagnostics"]:
         rb.note("diagnostics", "The refit recorded no diagnostics.")
 
+    _overview(rb, coefficients, fit, alpha)
     if coefficients is None or coefficients.empty:
         for sec in ("coefficients", "forest", "heatmap", "agreement"):
             rb.note(sec, "Not available: no coefficients (the refit did not run or failed).")
@@ -669,26 +714,38 @@ def add_refit_sections(
     cols = [c for c in ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh", "ci_lower",
                         "ci_upper", "p_wald", "chi2_plr", "network_weight") if c in coef.columns]
     rb.table("coefficients", coef[cols], caption="Sorted by |z|; Holm and Benjamini-Hochberg "
-             "corrections across all unit coefficients (intercepts excluded)", max_rows=table_rows)
+             "corrections across all unit coefficients (intercepts excluded)", max_rows=table_rows,
+             csv=COEF_NAME)
     unit_tests = fit.get("unit_tests")
     if unit_tests:
         ut = pd.DataFrame(unit_tests)
+        rb.add_csv("unit_tests.csv", ut)
         rb.table("coefficients", ut, caption="Per-unit joint Wald test (does the unit matter for "
-                 "any class?)", max_rows=table_rows)
+                 "any class?)", max_rows=table_rows, csv="unit_tests.csv")
     unit_lr = fit.get("unit_lr_tests")
     if unit_lr:
+        rb.add_csv("unit_lr_tests.csv", pd.DataFrame(unit_lr))
         rb.table("coefficients", pd.DataFrame(unit_lr), caption="Per-unit likelihood-ratio test "
                  "(refit without the unit; preferred to Wald when events per parameter are few)",
-                 max_rows=table_rows)
+                 max_rows=table_rows, csv="unit_lr_tests.csv")
 
     rb.figure("forest", refit_plots.forest_plot(coef, top=top, alpha=alpha), "forest",
               caption=f"Top {top} unit coefficients by |z| with {100 * (1 - alpha):g}% CIs; "
               "red: significant after Holm correction.")
     rb.figure("heatmap", refit_plots.z_heatmap(coefficients), "z_heatmap",
               caption="Wald z of every unit coefficient, per class.")
-    if "network_weight" in coef.columns and coef["network_weight"].notna().any():
-        rb.figure("agreement", refit_plots.network_vs_glm(coefficients), "weights_vs_coef",
-                  caption="Each point is one (class, unit); bars are the GLM's CIs.")
+    comparison = (summ.comparison_frame(coefficients, alpha)
+                  if "network_weight" in coef.columns else pd.DataFrame())
+    if len(comparison):
+        rb.figure("agreement", analysis_plots.agreement_panels(comparison), "weights_vs_coef",
+                  caption="Each point is one unit of one class, with the network's weight and "
+                  "the GLM's estimate both divided by the GLM's standard error: the y axis is the "
+                  f"Wald z with its {100 * (1 - alpha):g}% CI as bars, and a bar crossing the "
+                  "dashed line y = x means the network's weight lies inside the GLM's CI (red: "
+                  "significant after Holm correction)."
+                  + (f" {comparison.attrs['n_degenerate']} coefficients of near-constant units "
+                     "(SE below a thousandth of the median) are not drawn."
+                     if comparison.attrs.get("n_degenerate") else ""))
     else:
         rb.note("agreement", "Network weights are not available for this refit.")
     if isinstance(ag, Mapping) and ag:
@@ -696,3 +753,22 @@ def add_refit_sections(
                  caption="Wald test of H0: the network's head equals the refit MLE")
     else:
         rb.note("agreement", "The agreement test was not recorded for this refit.")
+
+
+def _overview(rb: ReportBuilder, coefficients: pd.DataFrame | None, fit: Mapping,
+              alpha: float) -> None:
+    """The first screen's results: units that matter, the agreement test, what limits them."""
+    from glminterp import report_summary as summ
+
+    if coefficients is not None and not coefficients.empty and "se" in coefficients:
+        rb.table("overview", summ.headline_table(coefficients, alpha), top=100,
+                 caption=f"Units that matter per class: Holm-corrected p < {alpha:g}, strongest "
+                 "by |z|, with Bonferroni-simultaneous CIs over all unit coefficients"
+                 + (" (each class against the reference class)"
+                    if fit.get("parametrization") == "reference" else ""))
+    rb.text("overview", "Agreement of the network's head with the GLM: "
+            + summ.agreement_sentence(fit.get("agreement")))
+    lim = summ.limits(fit)
+    rb.bullets("overview", lim or ["None of the checks (events per parameter, separation, "
+                                   "training-row overlap, dropped units, conditioning) limits "
+                                   "the inference."], caption="What limits the inference")

@@ -20,16 +20,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from glminterp.studies import StudyResult
 
 
-def _labels(images: LabeledImages) -> list[str]:
+def labels_of(images: LabeledImages) -> list[str]:
+    """Class name of each image."""
     return [images.classes[i] for i in images.labels.tolist()]
 
 
-def _row_labels(images: LabeledImages) -> list[str]:
-    return [f"{sid}\nclass {c}" for sid, c in zip(images.ids.tolist(), _labels(images))]
+def row_labels(images: LabeledImages) -> list[str]:
+    """``"<id>\\nclass <name>"`` per image (row labels of the galleries)."""
+    return [f"{sid}\nclass {c}" for sid, c in zip(images.ids.tolist(), labels_of(images))]
 
 
-def _gray(images: LabeledImages) -> np.ndarray:
-    return images.images[:, 0].numpy()
+def display(images: LabeledImages) -> np.ndarray:
+    """Images for display: ``(N, H, W)`` for one channel, ``(N, H, W, 3)`` in [0, 1] for RGB
+    (each image min-max scaled, since normalised inputs leave [0, 1])."""
+    x = images.images.numpy()
+    if x.shape[1] == 1:
+        return x[:, 0]
+    rgb = np.moveaxis(x[:, :3], 1, -1).astype(float)
+    lo = rgb.min(axis=(1, 2, 3), keepdims=True)
+    span = rgb.max(axis=(1, 2, 3), keepdims=True) - lo
+    return (rgb - lo) / np.where(span > 0, span, 1.0)
+
+
+_labels, _row_labels, _gray = labels_of, row_labels, display
 
 
 def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> None:
@@ -155,6 +168,10 @@ def siddhartha_sets(r: StudyResult, rb: ReportBuilder, images: LabeledImages) ->
     res = siddhartha(r.model, of_cls, cls, refit=r.refit, alpha=r.config.alpha,
                      min_size=max(2, n_channels // 4), n_boot=99, seed=r.seed)
     r.extras["siddhartha"] = res
+    empty = [name for name, chans in res.sets.items() if len(chans) == 0]
+    if empty:
+        rb.note("classic", f"Channel sets {', '.join(empty)} are empty for class {cls} (no channel "
+                "qualifies), so they are not drawn.")
     rb.figure("classic", plot_siddhartha(res, of_cls.images.numpy(), 0), "siddhartha",
               caption=f"Siddhartha (2022) channel sets for class {cls}: class map restricted "
               "to the most discriminative / most confusing channels, and the GLM variant.")
@@ -173,13 +190,13 @@ def receptive_fields(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -
         rb.note("classic", f"Receptive fields ranked by the refit: not available ({r.refit_error}).")
         return
     n = r.config.top_units
-    side = int(images.images.shape[-1])
+    c_in, h, w = (int(v) for v in images.images.shape[1:])
     weights, titles, tables = [], [], []
     by_class = dict(zip(_labels(images), range(len(images))))
     for cls in r.refit.classes:
-        img = images.images[by_class[cls], 0] if cls in by_class else None
+        img = images.images[by_class[cls]].reshape(c_in * h, w) if cls in by_class else None
         res = hidden_unit_fields(r.model, r.refit, cls, image=img, n=n, alpha=r.config.alpha,
-                                 shape=(side, side))
+                                 shape=(c_in * h, w))
         r.extras.setdefault("receptive_fields", {})[cls] = res
         units = res.units
         for k in range(len(units)):
@@ -201,12 +218,12 @@ def olden_garson(r: StudyResult, rb: ReportBuilder) -> None:
     from glminterp.plots import report as plots
     from glminterp.saliency.receptive_fields import input_importance
 
-    side = int(r.data.images.shape[-1])
+    c_in, h, w = (int(v) for v in r.data.images.shape[1:])
     cls = r.refit.classes[-1] if r.refit is not None else r.data.classes[-1]
-    tab = input_importance(r.model, r.refit, cls, shape=(side, side), alpha=r.config.alpha)
+    tab = input_importance(r.model, r.refit, cls, shape=(c_in * h, w), alpha=r.config.alpha)
     r.extras["olden_garson"] = tab
     cols = [c for c in ("olden", "garson", "glm_z") if c in tab.columns]
-    imgs = np.stack([tab[c].to_numpy(dtype=float).reshape(side, side) for c in cols])
+    imgs = np.stack([tab[c].to_numpy(dtype=float).reshape(c_in * h, w) for c in cols])
     rb.figure("classic", plots.image_grid(imgs, [f"{c} (class {cls})" for c in cols],
                                           ncol=len(cols), suptitle="Pixel importance"),
               "olden_garson",
@@ -217,7 +234,7 @@ def olden_garson(r: StudyResult, rb: ReportBuilder) -> None:
                  caption="Spearman correlation between the pixel rankings")
 
 
-def _channel_for_class(r: StudyResult, cls: str, units: list[str]) -> tuple[int, str]:
+def channel_for_class(r: StudyResult, cls: str, units: list[str]) -> tuple[int, str]:
     """Head channel with the largest GLM z for ``cls`` (sum-to-zero), else the largest weight."""
     head = r.activations.head
     if r.refit is not None and r.refit.family == "multinomial":
@@ -244,7 +261,7 @@ def deconvnet_projections(r: StudyResult, rb: ReportBuilder, images: LabeledImag
         rb.note("classic", "Deconvnet projections: not applicable (no GAP head over conv maps).")
         return
     units = [str(c) for c in r.activations.head_features().columns]  # channel order
-    picks = [_channel_for_class(r, c, units) for c in _labels(images)]
+    picks = [channel_for_class(r, c, units) for c in _labels(images)]
     channels = [c for c, _ in picks]
     proj = deconvnet(r.model, images, layer=head.input_layer, channel=channels)
     r.extras["deconvnet"] = {"channels": channels, "projections": proj}
@@ -268,8 +285,8 @@ def zero_one_panel(r: StudyResult, rb: ReportBuilder) -> None:
     if r.refit is None:
         rb.note("classic", f"Zero-one analysis: not available ({r.refit_error}).")
         return
-    side = int(r.data.images.shape[-1])
-    res = zero_one_analysis(r.model, r.activations, r.refit, shape=(side, side))
+    c_in, h, w = (int(v) for v in r.data.images.shape[1:])
+    res = zero_one_analysis(r.model, r.activations, r.refit, shape=(c_in * h, w))
     r.extras["zero_one"] = res
     rb.figure("classic", plots.image_grid(res.weight_image[None], ["input weights of the unit"],
                                           ncol=1), "zero_one_weights",

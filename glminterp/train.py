@@ -145,9 +145,22 @@ def save_checkpoint(
     """Save the state dict plus a JSON sidecar (architecture name and constructor arguments).
 
     Only tensors are pickled, so :func:`load_checkpoint` can use ``weights_only=True``.
+    ``architecture`` must be one of the package's own (:data:`glminterp.models.ARCHITECTURES`),
+    since only those can be rebuilt from a name; save any other network with
+    ``torch.save(model.state_dict(), path)`` and analyse it with ``glminterp analyze --model
+    module:factory --checkpoint path``.
     ``input_shape`` (one input without the batch dimension, e.g. ``(1, 28, 28)``) is recorded
     so that running the model on inputs of another size warns (:func:`check_input_shape`).
     """
+    from glminterp.models import ARCHITECTURES
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"architecture={architecture!r} is not one of glminterp's own ({', '.join(ARCHITECTURES)}), "
+            "so the checkpoint could not be rebuilt from its name. Save your network's weights "
+            "with torch.save(model.state_dict(), path) and analyse it with `glminterp analyze "
+            "--model package.module:factory --checkpoint path` (or gi.Analysis(model, data))."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
@@ -197,8 +210,10 @@ def load_checkpoint(path: str | Path, architecture: str | None = None, **config)
     if architecture is None:
         if meta is None:
             raise FileNotFoundError(
-                f"{path.with_suffix('.json')} not found: pass architecture=<name> (one of mlp, "
-                "zero_one, gap_cnn)."
+                f"{path.with_suffix('.json')} not found, so the checkpoint does not name its "
+                "architecture: pass architecture=<name> (--architecture on the command line; one "
+                "of mlp, zero_one, gap_cnn), or for your own network `glminterp analyze --model "
+                f"package.module:factory --checkpoint {path}`."
             )
         architecture, config = meta["architecture"], {**meta.get("config", {}), **config}
     try:

@@ -156,3 +156,16 @@ def test_fast_path_equals_simultaneous_path_and_chunking(monkeypatch):
     np.testing.assert_allclose(one["se"], fast["se"], rtol=1e-12)
     np.testing.assert_allclose(one["z"], fast["z"], rtol=1e-12)
     np.testing.assert_array_equal(one["mask_pointwise"], fast["mask_pointwise"])
+
+
+def test_coefficient_space_simulation_equals_pixel_space():
+    # wide head (r = 65 on a 5 x 4 map): the draws projected onto the cells, then upsampled
+    rng = np.random.default_rng(8)
+    v = torch.from_numpy(rng.normal(size=(3, 5, 4, 65)))
+    size = (20, 13)
+    uy, ux = cu.interp_matrix(5, size[0]), cu.interp_matrix(4, size[1])
+    se = cu.direct_upsampled_se(v, size)
+    draws = torch.from_numpy(rng.standard_normal((300, 65))).float()
+    assert cu._cells_cheaper(5, 4, size, 65) and not cu._cells_cheaper(7, 7, (28, 28), 33)
+    np.testing.assert_allclose(cu._sim_max_abs_z_cells(v, se, uy, ux, draws),
+                               cu._sim_max_abs_z(v, se, uy, ux, draws), rtol=1e-5)

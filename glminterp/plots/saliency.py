@@ -196,8 +196,11 @@ def plot_ald_fit(result) -> Figure:
 
 
 def plot_siddhartha(result, images: np.ndarray, index: int = 0) -> Figure:
-    """One image and its class map restricted to each channel set, with the masked score."""
-    names = list(result.maps)
+    """One image and its class map restricted to each channel set, with the masked score.
+
+    Empty channel sets are not drawn (their map would be blank).
+    """
+    names = [n for n in result.maps if len(result.sets.get(n, ())) > 0 or n not in result.sets]
     fig = Figure(figsize=(2.2 * (len(names) + 1), 2.6))
     axes = fig.subplots(1, len(names) + 1)
     img = np.asarray(images[index].detach().cpu() if hasattr(images[index], "detach") else images[index])

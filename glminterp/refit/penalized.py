@@ -19,19 +19,24 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.linalg import cho_factor, cho_solve
+from scipy.linalg.blas import dsyrk
 
 from glminterp.engine import (
     BinomialObjective,
     EngineResult,
     MultinomialObjective,
     _as_design,
+    add_const,
     array_chunks,
     encode_classes,
     fit_binomial,
     fit_multinomial,
+    inverse_from_cholesky,
     multinomial_probs,
     null_start_multinomial,
+    symmetrize_upper,
 )
+from glminterp.refit.mnbr import pcg
 
 FAMILIES = ("multinomial", "binomial")
 
@@ -97,55 +102,151 @@ class RidgeResult:
         )
 
 
-def _score_outer(x: np.ndarray, resid: np.ndarray, shift: np.ndarray, chunk: int) -> np.ndarray:
-    """``sum_n psi_n psi_n'`` with ``psi_n = r_n (x) [1, x_n] - shift`` (stacked, one GEMM/chunk)."""
+_CHUNK_BYTES = 32 * 2**20  # working memory per chunk of stacked scores
+
+
+def _score_outer(x: np.ndarray, resid: np.ndarray, shift: np.ndarray, chunk: int,
+                 chol=None) -> np.ndarray:
+    """``sum_n psi_n psi_n'`` with ``psi_n = r_n (x) [1, x_n] - shift`` (stacked, one syrk/chunk).
+
+    With ``chol`` (the Cholesky factor of ``H``) it returns ``sum_n (H^-1 psi_n)(H^-1 psi_n)'``
+    instead, i.e. the sandwich ``H^-1 J H^-1`` itself. Chunks are capped at about 32 MB of
+    stacked scores whatever ``chunk`` says, so memory is bounded by the ``(Jq)^2`` result; only
+    the upper triangle is accumulated (BLAS ``syrk``).
+    """
     n, p = x.shape
     q = p + 1
     j = resid.shape[1]
-    out = np.zeros((j * q, j * q))
+    chunk = max(1, min(int(chunk), _CHUNK_BYTES // (8 * j * q)))
+    out = np.zeros((j * q, j * q), order="F")
     for i in range(0, n, chunk):
         xs, rs = x[i : i + chunk], resid[i : i + chunk]
         a = np.empty((xs.shape[0], j, q))
         a[:, :, 0] = rs
         np.multiply(rs[:, :, None], xs[:, None, :], out=a[:, :, 1:])
-        a = a.reshape(xs.shape[0], j * q) - shift[None, :]
-        out += a.T @ a
-    return out
+        a = a.reshape(xs.shape[0], j * q)
+        a -= shift[None, :]
+        at = a.T if chol is None else cho_solve(chol, a.T, check_finite=False)
+        out = dsyrk(1.0, at, beta=1.0, c=out, trans=0, lower=0, overwrite_c=1)
+    return symmetrize_upper(out)
 
 
-def _penalized_newton(value_grad, fisher, b, tol: float, max_iter: int):
-    """Newton with Armijo step halving on a concave penalized objective.
+def _sandwich(x: np.ndarray, resid: np.ndarray, shift: np.ndarray, chunk: int, chol):
+    """``H^-1 J H^-1`` by the cheaper of two exact routes.
 
-    Converged when the Newton step is below ``tol``, or when no step can raise the objective at
-    machine precision while the step is already below ``sqrt(tol)`` (rounding-level optimum).
+    Few rows (``N < 1.9 Jq``): ``sum_n (H^-1 psi_n)(H^-1 psi_n)'``, ``3 N (Jq)^2`` flops and no
+    inverse; many rows: ``J`` by ``syrk`` (``N (Jq)^2 / 2``), ``H^-1`` and two products
+    (``~4.7 (Jq)^3``).
     """
-    pval, grad, llf = value_grad(b)
-    converged, n_iter = False, 0
+    jq = chol[0].shape[0]
+    if x.shape[0] < 1.9 * jq:
+        return _score_outer(x, resid, shift, chunk, chol)
+    meat = _score_outer(x, resid, shift, chunk)
+    h_inv = inverse_from_cholesky(chol[0])
+    cov = h_inv @ meat
+    del meat
+    cov = cov @ h_inv
+    cov += cov.T
+    cov *= 0.5
+    return cov
+
+
+class _Ridge:
+    """The engine's objective plus ``-lam/2 sum(d b^2)``: what the engine's solvers need."""
+
+    def __init__(self, obj, lam: float, d: np.ndarray):
+        self.obj, self.lam, self.d = obj, lam, d
+        self.n_params = obj.n_params
+        self.llf = np.nan  # unpenalised log-likelihood at the last value_grad point
+
+    def value_grad(self, b):
+        llf, g = self.obj.value_grad(b)
+        self.llf = llf
+        return llf - 0.5 * self.lam * float(np.sum(self.d * b**2)), g - self.lam * self.d * b
+
+    def hvp(self, b, v):
+        return self.obj.hvp(b, v) + self.lam * self.d * v
+
+    def fisher(self, b):
+        h = self.obj.fisher(b)
+        h[np.diag_indices_from(h)] += self.lam * self.d
+        return h
+
+
+def _armijo(pen, b, val, grad, step):
+    """Step halving on the penalised log-likelihood; the full step where the predicted gain is
+    below rounding (the objective is strictly concave, so the Newton step is safe there)."""
+    slope = float(grad @ step)
+    if slope <= 1e-13 * max(1.0, abs(val)):
+        new = pen.value_grad(b + step)
+        return b + step, new[0], new[1]
+    t = 1.0
+    for _ in range(40):
+        new = pen.value_grad(b + t * step)
+        if new[0] >= val + 1e-4 * t * slope:
+            return b + t * step, new[0], new[1]
+        t *= 0.5
+    return None
+
+
+def _ridge_solve(pen, b, tol: float, max_iter: int, precond_factory):
+    """Maximise the ridge objective; returns (b, converged, n_iter, Cholesky factor of H or None).
+
+    Above 500 parameters: Newton-CG on products (superlinear forcing) until the step is below
+    ``tol``, then one full information matrix ``H`` for a last exact Newton step; its Cholesky
+    factor is returned, so ``H^-1`` costs no second matrix (off by that last step, ``<= tol``).
+    Otherwise full Newton steps with ``H`` until the step is below ``tol`` (factor not returned:
+    the caller rebuilds ``H`` exactly at the estimate, cheap at that size).
+    """
+    val, grad = pen.value_grad(b)
+    n_iter, big = 0, pen.n_params > 500
+    if big:
+        precond = precond_factory(b)
+        gscale = max(1.0, float(np.max(np.abs(grad))))
+        while n_iter < max_iter:
+            gmax = float(np.max(np.abs(grad)))
+            rtol = float(np.clip(min(np.sqrt(gmax / gscale), 1e2 * gmax / gscale), 1e-12, 0.5))
+            step = pcg(lambda v, b=b: pen.hvp(b, v), grad, precond, rtol, 200)[0]
+            n_iter += 1
+            if float(np.max(np.abs(step))) <= tol:
+                break
+            out = _armijo(pen, b, val, grad, step)
+            if out is None:
+                break
+            b, val, grad = out
     while n_iter < max_iter:
         n_iter += 1
-        step = cho_solve(cho_factor(fisher(b), check_finite=False), grad, check_finite=False)
-        size = float(np.max(np.abs(step)))
-        if size <= tol:
-            b = b + step
-            pval, grad, llf = value_grad(b)
-            converged = True
-            break
-        t, accepted = 1.0, None
-        for _ in range(40):
-            cand = value_grad(b + t * step)
-            if cand[0] >= pval + 1e-4 * t * float(grad @ step):
-                accepted = cand
-                break
-            t *= 0.5
-        stalled = accepted is None or accepted[0] - pval <= 1e-15 * max(1.0, abs(pval))
-        if stalled and size <= np.sqrt(tol):  # rounding-level optimum: no ascent is possible
-            converged = True
-            break
-        if accepted is None:  # no ascent at machine precision far from the optimum: give up
-            break
-        b = b + t * step
-        pval, grad, llf = accepted
-    return b, llf, converged, n_iter
+        chol = cho_factor(pen.fisher(b), check_finite=False)
+        step = cho_solve(chol, grad, check_finite=False)
+        if float(np.max(np.abs(step))) <= tol:
+            return b + step, True, n_iter, chol if big else None
+        out = _armijo(pen, b, val, grad, step)
+        if out is None:
+            return b, False, n_iter, None
+        b, val, grad = out
+    return b, False, n_iter, None
+
+
+def _ridge_precond(arr: np.ndarray, lam: float, probs: np.ndarray | None, q: int, j: int):
+    """``(S (x) G + lam D)^-1`` approximately: ``S^-1 (x) (G + lam / s D_q)^-1``.
+
+    ``G = X1'X1``; ``S`` the mean class covariance at the start (multinomial) or 1/4 (binomial,
+    the bound on ``mu (1 - mu)``); ``s`` the mean of ``diag(S)``. A preconditioner only.
+    """
+    x1 = add_const(arr)
+    g = x1.T @ x1
+    if probs is None:
+        s = np.array([[0.25]])
+    else:
+        s = np.diag(probs.mean(axis=0)) - probs.T @ probs / probs.shape[0]
+    dq = np.r_[0.0, np.ones(q - 1)]
+    g_inv = np.linalg.pinv(g + lam / float(np.mean(np.diag(s))) * np.diag(dq), hermitian=True)
+    s_inv = np.linalg.inv(s)
+
+    def apply(r):
+        return (g_inv @ r.reshape(q, j, order="F") @ s_inv).ravel(order="F")
+
+    return lambda beta: apply
 
 
 def fit_ridge(
@@ -191,8 +292,9 @@ def fit_ridge(
     if family == "multinomial":
         codes, classes = encode_classes(y)
         k = len(classes)
-        obj = MultinomialObjective(array_chunks(arr, codes, None, chunk_size), q, k)
         j = k - 1
+        chunk_size = max(64, min(int(chunk_size), _CHUNK_BYTES // (8 * q * j)))
+        obj = MultinomialObjective(array_chunks(arr, codes, None, chunk_size), q, k)
         b = null_start_multinomial(codes, k, q).ravel(order="F") if start is None else (
             np.asarray(start, dtype=np.float64).ravel(order="F"))
         columns = [str(c) for c in classes[1:]]
@@ -207,20 +309,16 @@ def fit_ridge(
     if b.size != q * j:
         raise ValueError(f"start has {b.size} values; expected {q * j}.")
     d = np.tile(np.r_[0.0, np.ones(q - 1)], j)  # penalise slopes only
-
-    def pen_value_grad(beta):
-        llf, g = obj.value_grad(beta)
-        return llf - 0.5 * lam * float(np.sum(d * beta**2)), g - lam * d * beta, llf
-
-    def pen_fisher(beta):
-        h = obj.fisher(beta)
-        h[np.diag_indices_from(h)] += lam * d
-        return h
-
-    b, llf, converged, n_iter = _penalized_newton(pen_value_grad, pen_fisher, b, tol, max_iter)
-    h = obj.fisher(b)
-    h[np.diag_indices_from(h)] += lam * d
-    h_inv = np.linalg.inv(h)
+    pen = _Ridge(obj, float(lam), d)
+    probs = None
+    if family == "multinomial":
+        probs = multinomial_probs(arr, b.reshape(q, j, order="F"))[0]
+    b, converged, n_iter, chol = _ridge_solve(
+        pen, b, tol, max_iter, _ridge_precond(arr, float(lam), probs, q, j))
+    pen.value_grad(b)
+    llf = pen.llf
+    if chol is None:  # H exactly at the returned estimate
+        chol = cho_factor(pen.fisher(b), check_finite=False)
     # estimating functions psi_n = s_n - lam D b / N  (they sum to zero at the estimate)
     n = arr.shape[0]
     shift = lam * d * b / n
@@ -232,9 +330,7 @@ def fit_ridge(
         from scipy.special import expit
 
         resid = (yy - expit(arr @ b[1:] + b[0]))[:, None]
-    meat = _score_outer(arr, resid, shift, chunk_size)
-    cov = h_inv @ meat @ h_inv
-    cov = (cov + cov.T) / 2
+    cov = _sandwich(arr, resid, shift, chunk_size, chol)
     label = (
         f"penalized inference (ridge, lam={lam:g}): estimates shrunk toward 0; sandwich "
         "SEs H^-1 J H^-1 around the shrunken estimate, not bias-corrected"

@@ -1,0 +1,552 @@
+"""Mean bias reduction for the baseline-category (multinomial) logit: finite under separation.
+
+The estimator is Kosmidis & Firth (2011, Biometrika 98(3)), R ``brglm2::brmultinom(type =
+"AS_mean")``: the root of the mean bias-reducing adjusted score ``U(b) + A(b)``. For the
+multinomial logit (a canonical exponential family) this is the maximiser of the penalised
+log-likelihood ``l*(b) = l(b) + 1/2 log det I(b)`` (Jeffreys prior); with K = 2 it is binomial
+Firth (:mod:`glminterp.firth`).
+
+The adjustment, derived for the stacked Fisher information ``I = sum_n D_n (x) x_n x_n'`` with
+``D_n = diag(p_n) - p_n p_n'`` (classes 1..K-1), is ``A = 1/2 X1' (h - P H)``: with
+``V_n[j, l] = x_n' (I^-1)_{jl} x_n`` (a ``(K-1) x (K-1)`` matrix per row) and ``e_0 = 0``,
+
+    h_nk = p_nk (e_k - p_n)' V_n (e_k - p_n),   k = 0..K-1,     H_n = sum_k h_nk,
+
+which is ``1/2 tr(I^-1 dI/db)`` by the chain rule through ``eta`` (``sum_n H_n = dim b``, the
+multinomial analogue of Firth's hat values). So ``U + A`` is the ordinary score of a multinomial
+with *pseudo-counts* ``y_nk + h_nk / 2`` and totals ``1 + H_n / 2`` (all counts positive: no
+separation), Kosmidis & Firth's pseudo-data representation. Each iteration here
+
+1. at the current ``b``: builds ``I`` (the engine's stacked ``syrk`` kernel), its Cholesky factor
+   (``log det I`` for ``l*``), ``I^-1`` and ``V_n`` (one pass over rows, ``(K-1)`` GEMMs per chunk,
+   the cost of one more information matrix), hence ``h`` and the exact gradient ``U + A``;
+2. stops when the Fisher-metric step ``I^-1 (U + A)`` is below ``tol`` (brglm2's criterion);
+3. else maximises the pseudo-data log-likelihood with ``h`` held fixed (concave, finite) by
+   Newton-CG on Fisher-vector products, preconditioned by the Cholesky factor of step 1, and
+   moves toward that maximiser with step halving on ``l*`` (an ascent direction of ``l*``).
+
+Step 3's inner solves are cheap (products, not matrices); near the optimum the direction is the
+plain Fisher-metric step, extrapolated by Anderson acceleration over the last steps. A start with
+zero slopes (the default) has ``I = D_0 (x) X1'X1``: step 1 is then computed from the Kronecker
+structure at the cost of one Gram matrix.
+
+Cost: each outer iteration is about two information matrices plus a Cholesky inverse,
+``O(N (K-1)^2 (p+1)^2)``. The Fisher metric omits the penalty's curvature, so convergence is
+linear, at a rate that grows with ``dim(b) / N`` (measured: ~0.02 at dim/N = 0.07, ~0.17 at
+0.23 before acceleration); the exact Hessian of ``log det I`` needs ``N x N`` cross-leverages
+and is not affordable at head sizes. At N = 10,000, p = 256, K = 10 a fit to ``tol = 1e-8``
+took 8 outer iterations (benchmarks/bias_reduction.py).
+
+Standard errors are ``sqrt(diag(I(b)^-1))`` at the estimate (brglm2's). Layout as
+:mod:`glminterp.engine` and statsmodels: ``params`` is ``(p + 1, K - 1)``, intercept first, class
+0 the baseline, ``cov`` in Fortran (class-major) order.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve
+
+from glminterp.engine import (
+    FisherSingularError,
+    add_const,
+    inverse_from_cholesky,
+    multinomial_fisher_chunk,
+    multinomial_probs,
+    null_start_multinomial,
+    symmetrize_upper,
+)
+from glminterp.head import reference_to_sum_to_zero_map
+from glminterp.refit.parametrize import sum_to_zero_cov
+
+TYPES: tuple[str, ...] = ("AS_mean",)
+_CHUNK_BYTES = 16 * 2**20
+
+
+# ============================================================================ row-wise pieces
+def _lin(x: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    return x @ beta[1:] + beta[0]
+
+
+def _tlin(x: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return np.vstack([r.sum(axis=0, keepdims=True), x.T @ r])
+
+
+def hat_quantities_chunk(x: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """Multinomial hat values ``h_nk`` (k = 0..K-1) of one chunk of rows.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+        Design without intercept.
+    probs : ndarray, shape (n, J)
+        Probabilities of classes 1..J (J = K - 1).
+    inv : ndarray, shape (J q, J q)
+        Inverse Fisher information (q = p + 1), Fortran (class-major) order.
+
+    Returns
+    -------
+    ndarray, shape (n, K)
+        ``h_nk = p_nk (e_k - p_n)' V_n (e_k - p_n)`` with ``V_n[j, l] = x1_n' inv_jl x1_n``.
+    """
+    n, q, j = x.shape[0], x.shape[1] + 1, probs.shape[1]
+    x1 = add_const(x)
+    v = np.empty((n, j, j))
+    for a in range(j):  # V is symmetric: blocks (a, l >= a) only
+        z = (x1 @ inv[a * q : (a + 1) * q, a * q :]).reshape(n, j - a, q)
+        va = np.einsum("nlq,nq->nl", z, x1)
+        v[:, a, a:] = va
+        v[:, a:, a] = va
+    vp = np.einsum("nkl,nl->nk", v, probs)
+    pvp = np.einsum("nk,nk->n", vp, probs)
+    out = np.empty((n, j + 1))
+    out[:, 0] = (1.0 - probs.sum(axis=1)) * pvp
+    out[:, 1:] = probs * (np.einsum("nkk->nk", v) - 2.0 * vp + pvp[:, None])
+    return np.maximum(out, 0.0)  # rounding can leave -1e-17 where p_nk underflows
+
+
+def _loglike(x: np.ndarray, ystar: np.ndarray, tot: np.ndarray | None, beta: np.ndarray):
+    """``sum_n [sum_k ystar_nk eta_nk - tot_n lse_n]``, its gradient and the probabilities.
+
+    ``ystar`` holds classes 1..J (one-hot responses, or pseudo-counts); ``tot = None`` means 1.
+    """
+    probs, lse = multinomial_probs(x, beta)
+    eta = _lin(x, beta)
+    val = float(np.sum(ystar * eta) - (np.sum(lse) if tot is None else tot @ lse))
+    resid = ystar - (probs if tot is None else probs * tot[:, None])
+    return val, _tlin(x, resid), probs
+
+
+def _hvp(x: np.ndarray, probs: np.ndarray, tot: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Fisher-vector product of the pseudo-data log-likelihood (weights ``tot``)."""
+    u = probs * _lin(x, v)
+    u -= probs * u.sum(axis=1, keepdims=True)
+    return _tlin(x, u * tot[:, None])
+
+
+# ============================================================================ one evaluation
+@dataclass
+class _Point:
+    """Everything step 1 needs at one ``beta``; ``solve`` applies ``I^-1``."""
+
+    beta: np.ndarray
+    probs: np.ndarray
+    llf: float
+    score: np.ndarray
+    logdet: float
+    chol: tuple | None = None  # general point: Cholesky of I
+    fisher: np.ndarray | None = None
+    kron: tuple | None = None  # zero-slope point: (D0^-1, G^-1, leverages)
+    inverse: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def pll(self) -> float:
+        return self.llf + 0.5 * self.logdet
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        if self.kron is not None:
+            d_inv, g_inv, _ = self.kron
+            return g_inv @ r @ d_inv
+        q, j = r.shape
+        return cho_solve(self.chol, r.ravel(order="F"), check_finite=False).reshape(
+            q, j, order="F")
+
+    def inverse_fisher(self) -> np.ndarray:
+        if self.inverse is None:
+            if self.kron is not None:
+                d_inv, g_inv, _ = self.kron
+                self.inverse = np.kron(d_inv, g_inv)
+            else:
+                self.inverse = inverse_from_cholesky(self.chol[0])
+        return self.inverse
+
+    def fisher_matrix(self) -> np.ndarray:
+        if self.fisher is None:  # zero-slope point: rebuild from the Kronecker factors
+            d_inv, g_inv, _ = self.kron
+            self.fisher = np.kron(np.linalg.inv(d_inv), np.linalg.inv(g_inv))
+        return self.fisher
+
+    def hats(self, x: np.ndarray, chunk: int) -> np.ndarray:
+        """``h`` (N x K) at this point."""
+        if self.kron is not None:  # V_n = D0^-1 * leverage_n
+            d_inv, _, lev = self.kron
+            p = self.probs[0]
+            e = np.vstack([np.zeros_like(p), np.eye(len(p))]) - p  # rows e_k - p
+            quad = np.einsum("kj,jl,kl->k", e, d_inv, e)
+            pk = np.r_[1.0 - p.sum(), p]
+            return lev[:, None] * (pk * quad)[None, :]
+        inv = self.inverse_fisher()
+        return np.vstack([
+            hat_quantities_chunk(x[i : i + chunk], self.probs[i : i + chunk], inv)
+            for i in range(0, x.shape[0], chunk)
+        ])
+
+
+def _singular(err: Exception) -> FisherSingularError:
+    return FisherSingularError(
+        "The Fisher information is not positive definite: the design is rank deficient "
+        "(collinear or constant units). Bias reduction cures separation, not collinearity: drop "
+        "dependent units first."
+    )
+
+
+def _evaluate(x, onehot, beta, chunk) -> _Point:
+    """General point: log-likelihood, score, information and its Cholesky factor."""
+    llf, score, probs = _loglike(x, onehot, None, beta)
+    jq = beta.size
+    fisher = np.zeros((jq, jq), order="F")
+    for i in range(0, x.shape[0], chunk):
+        fisher = multinomial_fisher_chunk(x[i : i + chunk], probs[i : i + chunk], fisher)
+    fisher = symmetrize_upper(fisher)
+    try:
+        chol = cho_factor(fisher, lower=False, check_finite=False)
+    except LinAlgError as err:
+        raise _singular(err) from err
+    logdet = 2.0 * float(np.sum(np.log(np.diag(chol[0]))))
+    return _Point(beta, probs, llf, score, logdet, chol=chol, fisher=fisher)
+
+
+def _evaluate_zero_slopes(x, onehot, beta) -> _Point:
+    """Zero slopes: every row has the same ``p``, so ``I = D0 (x) G`` with ``G = X1'X1``."""
+    llf, score, probs = _loglike(x, onehot, None, beta)
+    p = probs[0]
+    d0 = np.diag(p) - np.outer(p, p)
+    x1 = add_const(x)
+    g = x1.T @ x1
+    try:
+        cg = cho_factor(g, lower=False, check_finite=False)
+        cd = cho_factor(d0, lower=False, check_finite=False)
+    except LinAlgError as err:
+        raise _singular(err) from err
+    g_inv = inverse_from_cholesky(cg[0].copy())
+    d_inv = inverse_from_cholesky(cd[0].copy())
+    lev = np.einsum("ni,ij,nj->n", x1, g_inv, x1)
+    q, j = beta.shape
+    logdet = 2.0 * (j * np.sum(np.log(np.diag(cg[0]))) + q * np.sum(np.log(np.diag(cd[0]))))
+    return _Point(beta, probs, llf, score, float(logdet), kron=(d_inv, g_inv, lev))
+
+
+# ============================================================================ inner solve
+def pcg(matvec, b, precond, rtol: float, max_iter: int) -> tuple[np.ndarray, int]:
+    """Preconditioned conjugate gradients for ``M z = b`` (``b`` any array shape); (z, iterations)."""
+    z = np.zeros_like(b)
+    r = b.copy()
+    s = precond(r)
+    d = s.copy()
+    rs = float(np.sum(r * s))
+    bnorm = float(np.sqrt(np.sum(b * b)))
+    for it in range(1, max_iter + 1):
+        md = matvec(d)
+        alpha = rs / float(np.sum(d * md))
+        z += alpha * d
+        r -= alpha * md
+        if float(np.sqrt(np.sum(r * r))) <= rtol * bnorm:
+            return z, it
+        s = precond(r)
+        rs_new = float(np.sum(r * s))
+        d = s + (rs_new / rs) * d
+        rs = rs_new
+    return z, max_iter
+
+
+def _pseudo_data_optimum(x, ystar, tot, beta, precond, tol, trace: dict) -> np.ndarray:
+    """Maximiser of the pseudo-data log-likelihood (``h`` fixed): Newton-CG, Armijo halving."""
+    val, grad, probs = _loglike(x, ystar, tot, beta)
+    for _ in range(50):
+        gmax = float(np.max(np.abs(grad)))
+        step, n_cg = pcg(lambda v, p=probs: _hvp(x, p, tot, v), grad, precond,
+                          min(1e-2, max(1e-10, gmax * 1e-4)), 200)
+        trace["n_hvp"] += n_cg
+        if float(np.max(np.abs(step))) <= tol:
+            return beta + step
+        slope, t = float(np.sum(grad * step)), 1.0
+        for _ in range(40):
+            cand = _loglike(x, ystar, tot, beta + t * step)
+            if cand[0] >= val + 1e-4 * t * slope:
+                break
+            t *= 0.5
+        else:
+            return beta
+        beta = beta + t * step
+        val, grad, probs = cand
+    return beta
+
+
+# ============================================================================ outer loop
+def _adjusted_score(x: np.ndarray, pt: _Point, h: np.ndarray) -> np.ndarray:
+    """``U + A`` with ``A = 1/2 X1' (h - P H)`` (classes 1..J)."""
+    tot_h = h.sum(axis=1)
+    return pt.score + 0.5 * _tlin(x, h[:, 1:] - pt.probs * tot_h[:, None])
+
+
+def _move(x, onehot, pt: _Point, target: np.ndarray, chunk: int, trace: dict) -> _Point | None:
+    """Step halving on ``l*`` from ``pt`` toward ``target``; None if no ascent is found."""
+    step = target - pt.beta
+    floor = 1e-12 * max(1.0, abs(pt.pll))  # l* is flat to rounding at the optimum
+    t = 1.0
+    for _ in range(30):
+        try:
+            cand = _evaluate(x, onehot, pt.beta + t * step, chunk)
+            trace["n_fisher"] += 1
+            if np.isfinite(cand.pll) and cand.pll >= pt.pll - floor:
+                return cand
+        except FisherSingularError:
+            pass  # overflowing step: probabilities saturate; shorten
+        t *= 0.5
+    return None
+
+
+_FAR = 0.1  # Fisher-metric steps above this are taken by the pseudo-data solve (globalisation)
+_DEPTH = 5  # Anderson acceleration: secant pairs kept
+
+
+def _direction(x, onehot, pt: _Point, h, step, smax, tol, trace) -> np.ndarray:
+    """Far away, the maximiser of the pseudo-data likelihood; close by, the Fisher step."""
+    if smax <= _FAR:
+        return step
+    ystar = onehot + 0.5 * h[:, 1:]
+    tot = 1.0 + 0.5 * h.sum(axis=1)
+    inner_tol = max(0.1 * tol, 1e-3 * smax)
+    return _pseudo_data_optimum(x, ystar, tot, pt.beta, pt.solve, inner_tol, trace) - pt.beta
+
+
+def _anderson(hist: list, beta: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Anderson (type II) extrapolation of the fixed-point map ``b -> b + f(b)``."""
+    if len(hist) < 2:
+        return beta + f
+    b = np.array([h[0].ravel() for h in hist])
+    g = np.array([h[1].ravel() for h in hist])
+    db, dg = np.diff(b, axis=0).T, np.diff(g, axis=0).T
+    gamma = np.linalg.lstsq(dg, f.ravel(), rcond=None)[0]
+    return beta + f - ((db + dg) @ gamma).reshape(beta.shape)
+
+
+def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict):
+    """Outer iterations; returns (final point, its Fisher-metric step, adjusted score, converged).
+
+    The Fisher-metric iteration converges linearly at a rate of about dim(b) / N (the penalty's
+    curvature is not in the metric); Anderson acceleration over the last steps shortens it.
+    Every move must not lower ``l*`` (else it falls back to step halving along ``f``).
+    """
+    hist: list = []
+    while True:
+        h = pt.hats(x, chunk)
+        grad = _adjusted_score(x, pt, h)
+        step = pt.solve(grad)
+        smax = float(np.max(np.abs(step)))
+        trace["history"].append((pt.pll, smax, float(np.max(np.abs(grad)))))
+        if smax <= tol:
+            return pt, step, grad, True
+        if trace["n_iter"] >= max_iter:
+            return pt, step, grad, False
+        trace["n_iter"] += 1
+        f = _direction(x, onehot, pt, h, step, smax, tol, trace)
+        hist = [] if smax > _FAR else [*hist, (pt.beta, f)][-(_DEPTH + 1):]
+        new = None
+        if len(hist) >= 2:
+            try:
+                new = _evaluate(x, onehot, _anderson(hist, pt.beta, f), chunk)
+                trace["n_fisher"] += 1
+            except FisherSingularError:
+                new = None
+            if new is not None and not new.pll >= pt.pll - 1e-12 * max(1.0, abs(pt.pll)):
+                new, hist = None, []
+        if new is None:
+            new = _move(x, onehot, pt, pt.beta + f, chunk, trace)
+        if new is None:  # no ascent left at rounding level
+            return pt, step, grad, smax <= 1e-6
+        pt = new
+
+
+# ============================================================================ results
+@dataclass(frozen=True)
+class MultinomialBRResult:
+    """Mean bias-reduced multinomial logit fit (brglm2 ``brmultinom(type = "AS_mean")``).
+
+    Attributes
+    ----------
+    params : ndarray, shape (p + 1, K - 1)
+        Reference parametrization (class 0 the baseline), intercept in row 0.
+    cov : ndarray, shape ((p + 1)(K - 1), (p + 1)(K - 1))
+        Inverse Fisher information at the estimate, ``params`` flattened in Fortran order.
+    fisher : ndarray
+        The Fisher information ``cov`` inverts.
+    pll : float
+        Penalised log-likelihood ``l + 1/2 log det I`` at ``params``.
+    llf : float
+        Log-likelihood at ``params``.
+    converged : bool
+    n_iter : int
+        Outer iterations (each: one information matrix, its inverse and the hat quantities).
+    step_norm : float
+        Largest component of the last Fisher-metric step ``I^-1 (U + A)`` (criterion: ``<= tol``).
+    score_norm : float
+        Largest component of the adjusted score ``U + A`` there.
+    history : tuple of (pll, step_norm, score_norm)
+        One entry per outer evaluation.
+    n_fisher, n_hvp : int
+        Information matrices built and Fisher-vector products used.
+    tol : float
+    type : str
+        ``"AS_mean"``.
+    n_obs, n_classes : int
+    seconds : float
+
+    Notes
+    -----
+    ``cov``, ``fisher`` and the ``log det`` in ``pll`` are evaluated at the last iterate;
+    ``params`` add its final step (largest component ``step_norm <= tol``), as in
+    :class:`glminterp.engine.EngineResult`.
+    """
+
+    params: np.ndarray
+    cov: np.ndarray = field(repr=False)
+    fisher: np.ndarray = field(repr=False)
+    pll: float
+    llf: float
+    converged: bool
+    n_iter: int
+    step_norm: float
+    score_norm: float
+    history: tuple = field(repr=False)
+    n_fisher: int
+    n_hvp: int
+    tol: float
+    type: str
+    n_obs: int
+    n_classes: int
+    seconds: float
+
+    def __post_init__(self):
+        for a in (self.params, self.cov, self.fisher):
+            a.flags.writeable = False
+
+    @property
+    def bse(self) -> np.ndarray:
+        """Wald standard errors ``sqrt(diag(I^-1))``, shape of ``params``."""
+        return np.sqrt(np.diag(self.cov)).reshape(self.params.shape, order="F")
+
+    def params_sum_to_zero(self) -> np.ndarray:
+        """Centred coefficients ``(p + 1, K)``: ``gamma[:, k] = w_k - mean_j w_j``."""
+        return self.params @ reference_to_sum_to_zero_map(self.n_classes).T
+
+    def cov_sum_to_zero(self) -> np.ndarray:
+        """Covariance of ``params_sum_to_zero()`` flattened in Fortran order (rank ``(p+1)(K-1)``)."""
+        return sum_to_zero_cov(self.cov, self.n_classes, self.params.shape[0])
+
+    def bse_sum_to_zero(self) -> np.ndarray:
+        """Standard errors of the centred coefficients, shape ``(p + 1, K)``."""
+        se = np.sqrt(np.clip(np.diag(self.cov_sum_to_zero()), 0.0, None))
+        return se.reshape((self.params.shape[0], self.n_classes), order="F")
+
+
+# ============================================================================ public entry
+def _check_inputs(x, codes, n_classes, start, tol, max_iter, type):
+    if type not in TYPES:
+        raise ValueError(f"type={type!r} is not available; use one of {TYPES}.")
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"x must be 2-D (n_obs, n_units); got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("x contains NaN or infinite values; drop or impute those rows first.")
+    k = int(n_classes)
+    if k < 2:
+        raise ValueError(f"n_classes must be at least 2, got {n_classes}.")
+    c = np.asarray(codes)
+    if c.ndim != 1 or c.shape[0] != arr.shape[0]:
+        raise ValueError(f"codes must be 1-D with one entry per row of x ({arr.shape[0]}); "
+                         f"got shape {c.shape}.")
+    if not np.issubdtype(c.dtype, np.integer) or c.min() < 0 or c.max() >= k:
+        raise ValueError(f"codes must be integers in 0..{k - 1} (0 = baseline); encode labels "
+                         "with glminterp.engine.encode_classes.")
+    if not (tol > 0 and int(max_iter) >= 1):
+        raise ValueError(f"tol must be > 0 and max_iter >= 1; got tol={tol}, max_iter={max_iter}.")
+    q = arr.shape[1] + 1
+    if start is None:
+        b0 = null_start_multinomial(c.astype(np.int64), k, q)
+    else:
+        b0 = np.asarray(start, dtype=np.float64)
+        if b0.size != q * (k - 1) or not np.all(np.isfinite(b0)):
+            raise ValueError(f"start must hold (p+1)*(K-1) = {q * (k - 1)} finite values; "
+                             f"got {b0.size}.")
+        b0 = b0.reshape(q, k - 1, order="F").copy()
+    return np.ascontiguousarray(arr), c.astype(np.int64), k, b0
+
+
+def fit_multinomial_br(
+    x,
+    codes,
+    n_classes: int,
+    *,
+    start=None,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    chunk_size: int | None = None,
+    type: str = "AS_mean",
+) -> MultinomialBRResult:
+    """Mean bias-reduced baseline-category logit (Kosmidis & Firth 2011; brglm2 AS_mean).
+
+    Parameters
+    ----------
+    x : array-like, shape (n_obs, p)
+        Regressors without an intercept column (one is added as the first term).
+    codes : array-like of int, shape (n_obs,)
+        Class codes ``0..K-1``; 0 is the baseline (see
+        :func:`glminterp.engine.encode_classes`).
+    n_classes : int
+        ``K``.
+    start : array-like, optional
+        ``(p + 1, K - 1)`` or flattened in Fortran order. Default: the intercept-only fit,
+        where the first iteration is computed from the Kronecker structure (cheap).
+    tol : float
+        Converged when the Fisher-metric step ``I^-1 (U + A)`` has every component below ``tol``.
+    max_iter : int
+        Outer iterations.
+    chunk_size : int, optional
+        Rows per chunk for the information matrix and hat quantities (default: ~16 MB).
+    type : {"AS_mean"}
+        Mean bias reduction (the only type implemented).
+
+    Returns
+    -------
+    MultinomialBRResult
+        Finite estimates under complete and quasi-complete separation.
+
+    Raises
+    ------
+    FisherSingularError
+        If the information matrix is singular (collinear or constant units).
+    """
+    t0 = time.perf_counter()
+    arr, c, k, b0 = _check_inputs(x, codes, n_classes, start, tol, max_iter, type)
+    q, j = b0.shape
+    chunk = (max(64, _CHUNK_BYTES // (8 * q * j)) if chunk_size is None
+             else max(1, int(chunk_size)))
+    onehot = np.zeros((arr.shape[0], j))
+    pos = c > 0
+    onehot[np.flatnonzero(pos), c[pos] - 1] = 1.0
+    trace = {"n_iter": 0, "n_fisher": 0, "n_hvp": 0, "history": []}
+    if np.all(b0[1:] == 0.0):
+        pt = _evaluate_zero_slopes(arr, onehot, b0)
+    else:
+        pt = _evaluate(arr, onehot, b0, chunk)
+        trace["n_fisher"] += 1
+    pt, step, grad, ok = _iterate(arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
+    params = pt.beta + step
+    llf = _loglike(arr, onehot, None, params)[0]
+    if not ok:
+        warnings.warn(
+            f"multinomial bias reduction did not converge in {trace['n_iter']} iterations "
+            f"(last step {np.max(np.abs(step)):.3g} > tol={tol:g}).",
+            RuntimeWarning, stacklevel=2)
+    return MultinomialBRResult(
+        params=params, cov=pt.inverse_fisher(), fisher=pt.fisher_matrix(),
+        pll=float(llf + 0.5 * pt.logdet), llf=float(llf), converged=bool(ok),
+        n_iter=trace["n_iter"], step_norm=float(np.max(np.abs(step))),
+        score_norm=float(np.max(np.abs(grad))), history=tuple(trace["history"]),
+        n_fisher=trace["n_fisher"], n_hvp=trace["n_hvp"], tol=float(tol), type=type,
+        n_obs=arr.shape[0], n_classes=k, seconds=time.perf_counter() - t0)
