@@ -19,7 +19,7 @@ from glminterp.refit.estimators.ml import MaximumLikelihood, Target
 
 ENGINE = "fast"
 # Iterations after which a non-converged, saturated fit asks the separation LP.
-PROBE_ITER = 25
+PROBE_ITER = 8
 log = logging.getLogger("glminterp.refit")
 
 
