@@ -8,6 +8,7 @@ outputs per sample (``obs``), the optional full conv maps, and a description of 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,45 @@ def unit_names(layer: str, n_units: int, conv: bool) -> list[str]:
     return [f"{layer}:{j:0{width}d}" for j in range(n_units)]
 
 
+class _LazyFrame:
+    """A DataFrame built on first access (extraction returns arrays; pandas costs a fixed
+    amount per call that would dominate small, fast models)."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build) -> None:
+        self.build = build
+
+    def __reduce__(self):  # pickle / deepcopy the built frame, not the closure
+        return (_built, (self.build(),))
+
+
+def _built(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame
+
+
+class _LazyField:
+    """Data descriptor for a frozen dataclass field that may hold a :class:`_LazyFrame`: the
+    first read builds the DataFrame and keeps it."""
+
+    def __init__(self, name: str) -> None:
+        self.key = f"_lazy_{name}"
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError(self.key)  # no class-level default for dataclasses
+        value = obj.__dict__[self.key]
+        if isinstance(value, _LazyFrame):
+            value = value.build()
+            obj.__dict__[self.key] = value
+        return value
+
+    def __set__(self, obj, value) -> None:
+        if self.key in obj.__dict__:
+            raise AttributeError("Activations is frozen.")
+        obj.__dict__[self.key] = value
+
+
 @dataclass(frozen=True)
 class Activations:
     """Exported activations, one row per sample.
@@ -46,7 +86,10 @@ class Activations:
         Index ``sample_id``; one float column per unit, grouped by layer in the order asked.
     obs : DataFrame
         Same index: ``label``, ``pred`` (arg-max output), ``split`` and ``prob:<class>`` (the
-        network's output after its link), one per output unit.
+        network's output after its link), one per output unit. Labels given as an ``(N, K)``
+        matrix (multi-label 0/1 targets) or as real numbers (a regression head) are kept as
+        ``target:<class>`` float columns instead (``label`` is then missing); they are the
+        default response of the binomial / gaussian refit.
     head : Head or None
         The output layer as a GLM (None if no head could be detected; see
         ``metadata["head_error"]``).
@@ -116,6 +159,11 @@ class Activations:
         )
 
     @property
+    def target_columns(self) -> list[str]:
+        """Per-output targets ``target:<class>`` (multi-label 0/1 or real-valued responses)."""
+        return [c for c in self.obs.columns if c.startswith("target:")]
+
+    @property
     def prob_columns(self) -> list[str]:
         return [c for c in self.obs.columns if c.startswith("prob:")]
 
@@ -183,6 +231,10 @@ class Activations:
         return write_folder(Path(folder), fill)
 
 
+Activations.features = _LazyField("features")  # type: ignore[assignment]
+Activations.obs = _LazyField("obs")  # type: ignore[assignment]
+
+
 # ------------------------------------------------------------------------------------ data
 def _batches(
     data, batch_size: int
@@ -190,7 +242,9 @@ def _batches(
     """Normalise the accepted data types to an iterator of (x, labels, ids) batches."""
     info: dict = {}
     if isinstance(data, LabeledImages):
-        info = {"dataset": data.name, "classes": data.classes, "split": data.split}
+        # LabeledImages checks its ids are unique when it is built
+        info = {"dataset": data.name, "classes": data.classes, "split": data.split,
+                "unique_ids": True}
         data = (data.images, data.labels, data.ids)
     if isinstance(data, torch.Tensor):
         data = (data, None, None)
@@ -298,10 +352,15 @@ def extract_activations(
     ----------
     model : nn.Module
     data : Tensor, (x, labels[, ids]) tuple, LabeledImages, Dataset or DataLoader
-        Inputs; labels and ids are optional (ids default to ``"0", "1", ...``).
+        Inputs; labels and ids are optional (ids default to ``"0", "1", ...``). Labels are
+        class indices ``(N,)``, or per-output targets: an ``(N, K)`` 0/1 matrix (multi-label
+        sigmoid head) or real values (regression head), kept as ``obs["target:<class>"]``.
     layers : str or sequence of str, optional
-        Module names as in ``model.named_modules()``. Default: the head's input layer, i.e.
-        the regressors of the GLM refit.
+        Module names as in ``model.named_modules()``; ``"name#k"`` is the k-th call of a module
+        that runs several times per forward pass (a plain name for such a module raises
+        :class:`~glminterp.hooks.ReusedModuleError`), ``"name#in"`` a module's input. Default:
+        the head's input layer, i.e. the regressors of the GLM refit, recorded by a forward
+        pre-hook on the head so that they are exactly its input.
     batch_size : int
         Rows per forward pass (when ``data`` is not already a DataLoader).
     pool : {"avg", "max"}
@@ -344,7 +403,9 @@ def extract_activations(
 
     head_desc, head_error = None, None
     try:
-        head_desc = detect_head(model, first[0].to(device), head=head, link=link, classes=classes)
+        head_desc = detect_head(
+            model, first[0].to(device), head=head, link=link, classes=classes, input_hook=True
+        )
     except HeadError as e:
         if head is not None:
             raise
@@ -354,94 +415,83 @@ def extract_activations(
             raise HeadError(f"layers=None needs a detectable head: {head_error}")
         layers = [head_desc.input_layer]
     names = resolve_layers(model, layers)
+    # the head's regressors are recorded where they are exact: the head's own input (a forward
+    # pre-hook); a GAP head's input layer is still hooked for its maps and shape
+    head_in = _head_input_spec(head_desc, names, pool)
+    input_layer = head_desc.input_layer if head_in is not None else None
+    hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
+    if head_in is not None:
+        hooked = list(dict.fromkeys([*hooked, head_in]))
 
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     shapes: dict[str, tuple] = {}
 
-    def reduce(name: str, out: torch.Tensor) -> torch.Tensor:
+    head_rows, logit_rows = _Rows(n_total), _Rows(n_total)
+
+    def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
+        if name == head_in:  # straight into its preallocated rows: one copy
+            shapes[name] = tuple(out.shape[1:])
+            head_rows.write(out)
+            return None
         shapes[name] = tuple(out.shape[1:])
         if keep_maps and out.dim() == 4:
             maps[name].append(out.to("cpu", torch.float32, copy=True))
         return pool_output(out, pool)
 
-    outs, labels, ids = [], [], []
-    have_labels = first[1] is not None
-    bar = tqdm(total=n_total, desc="extract", unit="row", disable=not progress)
-    with ActivationRecorder(model, names, reduce) as rec, torch.inference_mode():
-
-        def run(batch):
-            x, y, i = batch
-            chk.check_finite_inputs(x, i, sum(len(o) for o in outs))
-            logits = chk.check_output(model(x.to(device, non_blocking=True)), model)
-            outs.append(logits.to("cpu", torch.float32, copy=True))
-            if have_labels:
-                labels.append(chk.label_tensor(y).cpu())
-            if i is not None:
-                ids.extend(i)
-            bar.update(x.shape[0])
-
-        try:
-            run(first)
-            for batch in batches:
-                run(batch)
-        finally:
-            bar.close()
-    logits = torch.cat(outs)
+    with ActivationRecorder(model, hooked, reduce) as rec:
+        labels, ids = _run_batches(
+            rec, first, batches, device, progress, (head_rows, logit_rows), n_total
+        )
+    logits = logit_rows.result()
     n = logits.shape[0]
-    if ids and len(ids) != n:
+    ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
+    if len(ids) != n:
         raise ValueError("data: ids were given for some batches only.")
-    index = pd.Index(ids if ids else [str(i) for i in range(n)], name="sample_id")
-    if not index.is_unique:
+    if not info.get("unique_ids") and len(pd.unique(ids)) != n:
         raise ValueError("data: sample ids are not unique.")
+    index = _LazyIndex(ids)
 
     blocks, cols = [], []
     for name in names:
-        arr = torch.cat(rec.records[name]).numpy()
+        src = head_in if name == input_layer else name
+        arr = (head_rows.result() if src == head_in else torch.cat(rec.records[src])).numpy()
+        if name != src:
+            shapes.setdefault(name, shapes[src])
         conv = len(shapes[name]) == 3
         blocks.append(arr)
         cols.extend(unit_names(name, arr.shape[1], conv))
-    features = pd.DataFrame(np.concatenate(blocks, axis=1), index=index, columns=cols)
-    chk.check_finite_features(features)
+    values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+    if not np.isfinite(values.sum()):  # a finite sum means every value is finite
+        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
 
     out_link = head_desc.link if head_desc is not None else link
-    probs = _apply_link(logits, out_link).numpy().astype(np.float64)
-    k = probs.shape[1]
+    k = logits.shape[1]
     cls_names = (
         list(head_desc.classes)
         if head_desc is not None and len(head_desc.classes) == k
         else [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
     )
-    columns = {
-        "label": (
-            pd.array(chk.class_indices(torch.cat(labels)), dtype="Int64")
-            if have_labels
-            else pd.array([pd.NA] * n, dtype="Int64")
-        ),
-        "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
-        "split": _split_column(split, info.get("split"), index),
-    }
-    # one constructor call: inserting column by column copies the frame each time
-    obs = pd.concat(
-        [pd.DataFrame(columns, index=index),
-         pd.DataFrame(probs, index=index, columns=[f"prob:{c}" for c in cls_names])],
-        axis=1,
-    )
-
+    split_col = _split_column(split, info.get("split"), ids)
+    targets = _targets(labels, n, k)
     metadata = {
         "model_class": type(model).__name__,
         "dataset": info.get("dataset", "user data"),
         "pool": pool,
         "seed": seed,
         "versions": package_versions(),
-        "unit_shapes": {k2: list(v) for k2, v in shapes.items()},
+        "unit_shapes": {k2: list(v) for k2, v in shapes.items() if k2 in maps},
     }
     if head_error is not None:
         metadata["head_error"] = head_error
         warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
     kept = {k2: torch.cat(v).numpy() for k2, v in maps.items() if v}
     return Activations(
-        features=features,
-        obs=obs,
+        features=_LazyFrame(
+            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
+        ),
+        obs=_LazyFrame(
+            lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
+        ),
         head=head_desc,
         layers=tuple(names),
         metadata=metadata,
@@ -449,8 +499,124 @@ def extract_activations(
     )
 
 
-def _split_column(split, from_data, index: pd.Index) -> np.ndarray:
+class _LazyIndex:
+    """The ``sample_id`` index, built once when a frame first needs it."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids, self._index = ids, None
+
+    def __call__(self) -> pd.Index:
+        if self._index is None:
+            self._index = pd.Index(self.ids, name="sample_id")
+        return self._index
+
+
+def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | None:
+    """``"<head>#in"`` when the head's input layer is asked for and its columns are exactly
+    the head's input (dense units, or channel means of a GAP head pooled by ``"avg"``)."""
+    if head is None or head.input_layer not in names or (head.gap and pool != "avg"):
+        return None
+    return f"{head.name}#in"
+
+
+class _Rows:
+    """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
+    no concatenation); falls back to a list of copies when the row count is not known."""
+
+    def __init__(self, n_total: int | None) -> None:
+        self.n, self.pos, self.buf, self.parts = n_total, 0, None, []
+
+    def write(self, t: torch.Tensor) -> None:
+        t = t.reshape(t.shape[0], -1)
+        b = t.shape[0]
+        if self.n is not None and self.buf is None:
+            self.buf = torch.empty((self.n, t.shape[1]), dtype=torch.float32)
+        if self.buf is not None and self.pos + b <= self.n and t.shape[1] == self.buf.shape[1]:
+            self.buf[self.pos : self.pos + b].copy_(t)
+        else:  # more rows than announced: keep what is written and continue with copies
+            if self.buf is not None:
+                self.parts, self.buf = [self.buf[: self.pos]], None
+                self.n = None
+            self.parts.append(t.to("cpu", torch.float32, copy=True))
+        self.pos += b
+
+    def result(self) -> torch.Tensor:
+        if self.buf is not None:
+            return self.buf[: self.pos]
+        return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
+
+
+def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total):
+    """Forward every batch through the recorder; logits and the head's input go to ``rows``;
+    returns labels (or None) and the ids arrays."""
+    head_rows, logit_rows = rows
+    labels, ids = [], []
+    have_labels = first[1] is not None
+    bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
+    try:
+        with torch.inference_mode():
+            for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
+                if b:  # the first batch was checked before the head was traced
+                    chk.check_finite_inputs(x, i, logit_rows.pos)
+                if x.device != device:
+                    x = x.to(device, non_blocking=True)
+                logit_rows.write(chk.check_output(rec.forward(x), rec.model))
+                if head_rows.pos != logit_rows.pos and head_rows.pos:
+                    raise ValueError("The head's input and output row counts differ.")
+                if have_labels:
+                    labels.append(chk.label_tensor(y))
+                if i is not None:
+                    ids.append(np.asarray(i))
+                if bar is not None:
+                    bar.update(x.shape[0])
+    finally:
+        if bar is not None:
+            bar.close()
+    return (torch.cat(labels).cpu() if have_labels else None), ids
+
+
+def _targets(labels: torch.Tensor | None, n: int, k: int):
+    """Class labels (1-D integral values) or per-output targets: an ``(N, K)`` matrix, or
+    real values for a one-output head. Non-integral 1-D labels for several outputs are
+    refused (never truncated into class indices)."""
+    if labels is None:
+        return None
+    integral = not labels.is_floating_point() or bool(torch.equal(labels, labels.round()))
+    if labels.dim() == 1 and (integral or k > 1):
+        return chk.class_indices(labels)
+    t = labels.reshape(n, -1).numpy().astype(np.float64)
+    if t.shape[1] != k:
+        raise ValueError(
+            f"labels: per-output targets need one column per output ({k}); got shape "
+            f"{tuple(labels.shape)}. Pass class indices (N,) or an (N, {k}) target matrix."
+        )
+    return t
+
+
+def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFrame:
+    probs = _apply_link(logits, link).numpy().astype(np.float64)
+    k = probs.shape[1]
     n = len(index)
+    per_output = isinstance(targets, np.ndarray) and targets.ndim == 2
+    columns = {
+        "label": (
+            pd.array(targets, dtype="Int64")
+            if targets is not None and not per_output
+            else pd.array([pd.NA] * n, dtype="Int64")
+        ),
+        "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
+        "split": split_col,
+    }
+    # one constructor call: inserting column by column copies the frame each time
+    parts = [pd.DataFrame(columns, index=index),
+             pd.DataFrame(probs, index=index, columns=[f"prob:{c}" for c in cls_names])]
+    if per_output:
+        parts.append(pd.DataFrame(targets, index=index, columns=[f"target:{c}" for c in cls_names]))
+    return pd.concat(parts, axis=1)
+
+
+def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
+    n = len(ids)
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
@@ -458,6 +624,7 @@ def _split_column(split, from_data, index: pd.Index) -> np.ndarray:
     if isinstance(split, str):
         return np.full(n, split)
     if isinstance(split, pd.Series):
+        index = pd.Index(ids)
         missing = index.difference(split.index)
         if len(missing):
             raise ValueError(f"split: no entry for {len(missing)} sample ids, e.g. {list(missing[:3])}.")

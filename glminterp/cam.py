@@ -58,7 +58,15 @@ from glminterp.activations import unit_names
 from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import ActivationRecorder, model_device, resolve_layers
+from glminterp.hooks import (
+    ActivationRecorder,
+    ReusedModuleError,
+    model_device,
+    model_guard,
+    parse_layer,
+    resolve_layers,
+    reuse_message,
+)
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
@@ -319,7 +327,7 @@ def _record_maps(
         model, [layer], lambda n, o: o.to("cpu", torch.float64, copy=True)
     ) as rec, torch.inference_mode():
         for s in range(0, x.shape[0], batch_size):
-            model(x[s : s + batch_size].to(device))
+            rec.forward(x[s : s + batch_size].to(device))  # refuses a reused module by name
     maps = torch.cat(rec.records[layer])
     if maps.dim() != 4:
         raise ValueError(f"layer {layer!r} returns shape {tuple(maps.shape)}; a CAM needs (N, C, H, W).")
@@ -353,41 +361,46 @@ def _gradient_maps(
     modules = dict(model.named_modules())
     store: dict[str, torch.Tensor] = {}
 
+    base, _, call = parse_layer(layer)
+    calls = [0]
+
     def keep_layer(mod, inp, out):
+        calls[0] += 1
+        if call is None and calls[0] > 1:
+            raise ReusedModuleError(reuse_message(base, calls[0]))
+        if calls[0] != (call or 1):
+            return None
         store["a"] = out
         return out.clone()  # later in-place ops modify the clone, not the tensor we differentiate
 
     def keep_score(mod, inp, out):
         store["s"] = out
 
-    modes = {m: m.training for m in model.modules()}
     handles = []
-    try:
-        handles.append(modules[layer].register_forward_hook(keep_layer))
-        if score_module is not None:
-            handles.append(modules[score_module].register_forward_hook(keep_score))
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            # a leaf that requires grad keeps the layer in the graph even if no parameter
-            # precedes it (autograd.grad only computes what the layer's gradient needs)
-            xb = x.clone().to(model_device(model)).requires_grad_(True)
-            out = model(xb)
-            scores = _contrast(store.get("s", out), parametrization, link)
-            acts = store["a"]
-            if acts.dim() != 4:
-                raise ValueError(f"layer {layer!r} returns shape {tuple(acts.shape)}; Grad-CAM needs (N, C, H, W).")
-            a64 = acts.detach().to("cpu", torch.float64)
-            maps = []
-            for i, c in enumerate(class_cols):
-                g = torch.autograd.grad(
-                    scores[:, c].sum(), acts, retain_graph=i < len(class_cols) - 1
-                )[0].detach().to("cpu", torch.float64)
-                maps.append((_grad_weights(g, a64, method, pp_alpha)[..., None, None] * a64).sum(1))
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in modes.items():
-            m.training = flag
+    with model_guard(model):
+        try:
+            handles.append(modules[base].register_forward_hook(keep_layer))
+            if score_module is not None:
+                handles.append(modules[score_module].register_forward_hook(keep_score))
+            with torch.inference_mode(False), torch.enable_grad():
+                # a leaf that requires grad keeps the layer in the graph even if no parameter
+                # precedes it (autograd.grad only computes what the layer's gradient needs)
+                xb = x.clone().to(model_device(model)).requires_grad_(True)
+                out = model(xb)
+                scores = _contrast(store.get("s", out), parametrization, link)
+                acts = store["a"]
+                if acts.dim() != 4:
+                    raise ValueError(f"layer {layer!r} returns shape {tuple(acts.shape)}; Grad-CAM needs (N, C, H, W).")
+                a64 = acts.detach().to("cpu", torch.float64)
+                maps = []
+                for i, c in enumerate(class_cols):
+                    g = torch.autograd.grad(
+                        scores[:, c].sum(), acts, retain_graph=i < len(class_cols) - 1
+                    )[0].detach().to("cpu", torch.float64)
+                    maps.append((_grad_weights(g, a64, method, pp_alpha)[..., None, None] * a64).sum(1))
+        finally:
+            for h in handles:
+                h.remove()
     return torch.stack(maps, dim=1), a64
 
 
@@ -756,9 +769,11 @@ def class_activation_maps(
         parametrization = "sum_to_zero" if method == "cam" else "network"
     _check_parametrization(parametrization)
     relu = (method != "cam") if relu is None else bool(relu)
+    if head is None and isinstance(getattr(coefficients, "head", None), Head):
+        head = coefficients.head  # the refit's head: its link (e.g. sigmoid) is not re-guessed
     if head is None:
         try:
-            head = detect_head(model, x[:2].to(model_device(model)))
+            head = detect_head(model, x[:2].to(model_device(model)), input_hook=True)
         except HeadError:
             if method == "cam":
                 raise
@@ -771,12 +786,7 @@ def class_activation_maps(
     spread = intercept == "spread"
 
     if method == "cam":
-        if not head.gap or layer != head.input_layer:
-            raise ValueError(
-                f"CAM needs a global-average-pooling head fed by layer; head {head.name!r} "
-                f"{'averages ' + repr(head.input_layer) if head.gap else 'has no GAP input'}, "
-                f"layer={layer!r}. Use method='gradcam' for other layers."
-            )
+        _check_cam_layer(head, layer)
         acts = _record_maps(model, x, layer, batch_size)
         coefs = resolve_coefficients(coefficients, head, layer, acts.shape[1], parametrization)
         cols = _select_classes(classes, coefs.classes, tuple(head.classes))
@@ -788,7 +798,7 @@ def class_activation_maps(
             raise ValueError("coefficients apply to method='cam' only.")
         link = head.link if head is not None else "identity"
         score_module = head.name if head is not None else None
-        with torch.inference_mode():
+        with model_guard(model), torch.inference_mode():
             n_out = model(x[:1].to(model_device(model))).shape[1]
         labels = tuple(head.classes) if head is not None and len(head.classes) == n_out else tuple(
             str(i) for i in range(n_out)
@@ -817,6 +827,31 @@ def class_activation_maps(
         intercept=intercept if method == "cam" else "exclude", relu=relu, normalize=normalize,
         upsample=upsample, alpha=alpha, n_sim=n_sim, seed=seed, activations=acts.numpy(),
         coefficients=coefs, note=note, **extra,
+    )
+
+
+def _check_cam_layer(head: Head, layer: str) -> None:
+    """CAM is defined when the head's input is the spatial mean of ``layer``'s maps."""
+    if head.gap and layer == head.input_layer:
+        return
+    if head.gap:
+        raise ValueError(
+            f"CAM needs the layer whose channel means feed the global-average-pooling head "
+            f"{head.name!r}: that is "
+            f"{head.input_layer!r}, not layer={layer!r}. Use method='gradcam' for other layers."
+        )
+    if head.input_layer.endswith("#in"):
+        raise ValueError(
+            f"CAM is not defined for head {head.name!r}: its input is computed by functional ops "
+            "in forward() after the last module (e.g. F.relu before the pooling, as in "
+            "torchvision's DenseNet), so no module's maps average to it. Make the op that runs "
+            "after the last map module an nn.Module (nn.ReLU) so its maps can be hooked, or use "
+            "method='gradcam' with layer=<a conv module>."
+        )
+    raise ValueError(
+        f"CAM needs a global-average-pooling head; head {head.name!r} reads {head.input_layer!r} "
+        "directly (flattened cells or dense units, no spatial mean). Use method='gradcam' with "
+        "layer=<a conv module>."
     )
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glminterp.data import LabeledImages
+from glminterp.hooks import model_guard
 
 SCORES: tuple[str, ...] = ("softmax", "sigmoid", "logit")
 
@@ -88,13 +89,12 @@ class _Scorer:
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
 
     def __enter__(self) -> _Scorer:
-        self._modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
+        self._guard = model_guard(self.model)
+        self._guard.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        for m, flag in self._modes.items():
-            m.training = flag
+        self._guard.__exit__(*exc)
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         out = []

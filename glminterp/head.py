@@ -16,13 +16,13 @@ stored as ``weight`` ``(K, p)`` and ``bias`` ``(K,)`` like ``nn.Linear``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from glminterp.hooks import layer_name_error, model_device
+from glminterp.hooks import layer_name_error, model_device, model_guard
 
 Link = Literal["softmax", "sigmoid", "identity"]
 LINKS: tuple[str, ...] = ("softmax", "sigmoid", "identity")
@@ -210,34 +210,107 @@ def vec_map(class_map: np.ndarray, n_terms: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _trace(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, tuple, object]]:
-    """Run one forward pass and record (name, module, inputs, output) of every leaf module."""
-    records: list[tuple[str, nn.Module, tuple, object]] = []
+class _Record(NamedTuple):
+    name: str
+    module: nn.Module
+    inputs: tuple
+    output: object
+    call: int  # 1-based call number of this module within the forward pass
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> tuple[list[_Record], dict[str, int]]:
+    """One eval-mode forward pass recording every named module's (inputs, output) per call, in
+    completion order (a container completes after its children), and each module's call count."""
+    records: list[_Record] = []
+    calls: dict[str, int] = {}
     handles = []
 
     def make_hook(name: str):
         def hook(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
             out = output.detach().clone() if isinstance(output, torch.Tensor) else output
             ins = tuple(i.detach().clone() if isinstance(i, torch.Tensor) else i for i in inputs)
-            records.append((name, module, ins, out))
+            records.append(_Record(name, module, ins, out, calls[name]))
 
         return hook
 
-    was_training = {m: m.training for m in model.modules()}
-    try:
-        for name, module in model.named_modules():
-            if name and not list(module.children()):
-                handles.append(module.register_forward_hook(make_hook(name)))
-        model.eval()
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in was_training.items():
-            m.train(flag)
-    return records
+    with model_guard(model):
+        try:
+            for name, module in model.named_modules():
+                if name:
+                    handles.append(module.register_forward_hook(make_hook(name)))
+            with torch.inference_mode():
+                model(example)
+        finally:
+            for h in handles:
+                h.remove()
+    return records, calls
 
+
+def _is_within(name: str, ancestor: str) -> bool:
+    return name == ancestor or name.startswith(ancestor + ".")
+
+
+def _input_layer(
+    records: list[_Record], head_idx: int, calls: dict[str, int]
+) -> tuple[str | None, bool]:
+    """The module whose output (or whose spatial mean: GAP) is the head's input.
+
+    Walking back from the head, the first module whose output matches starts a chain of nested
+    modules returning the same tensor (``layer2`` > ``layer2.1`` > ``layer2.1.relu``); the
+    innermost one that runs once per forward pass is chosen, else the matching call of the
+    innermost (``layer2.1.relu#2``).
+    """
+    head_inputs = records[head_idx].inputs
+    x_in = head_inputs[0].reshape(head_inputs[0].shape[0], -1).double()
+    chain: list[_Record] = []
+    gap, glue, kind = False, None, None
+
+    def match(out) -> str | None:
+        if not isinstance(out, torch.Tensor) or out.shape[0] != x_in.shape[0]:
+            return None
+        if (
+            out.dim() == 4
+            and out.shape[1] == x_in.shape[1]
+            and out.shape[2] * out.shape[3] > 1
+            and torch.allclose(out.double().mean(dim=(2, 3)), x_in, rtol=1e-5, atol=1e-6)
+        ):
+            return "gap"
+        flat = out.reshape(out.shape[0], -1)
+        if flat.shape == x_in.shape and torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7):
+            return "same"
+        return None
+
+    head_name = records[head_idx].name
+    for rec in reversed(records[:head_idx]):
+        if _is_within(head_name, rec.name) or not isinstance(rec.output, torch.Tensor):
+            continue  # an ancestor of the head, still running
+        if chain:
+            if _is_within(rec.name, chain[-1].name) and match(rec.output) == kind:
+                chain.append(rec)
+                continue
+            break
+        kind = match(rec.output)
+        if kind == "gap":
+            chain.append(rec)
+            gap = True
+            continue
+        if isinstance(rec.module, _GLUE):
+            if kind == "same" and glue is None and rec.output.dim() == 2:
+                glue = rec.name  # the latest 2-D pass-through of the head's exact input
+            continue  # pooling/flatten glue: the units are owned by a layer further back
+        if kind == "same":
+            if rec.output.dim() == 2 or glue is None:
+                chain.append(rec)
+                continue
+            return glue, False  # a 4-D map flattened into the head: the flattened cells
+        break  # the first real layer before the head either feeds it or the trace is lost
+    if not chain:
+        return glue, False  # e.g. Flatten -> Linear: a GLM on the (flattened) model input
+    once = [r for r in chain if calls[r.name] == 1]
+    if once:
+        return once[-1].name, gap
+    return f"{chain[-1].name}#{chain[-1].call}", gap
 
 
 def detect_head(
@@ -247,6 +320,7 @@ def detect_head(
     head: str | None = None,
     link: str | None = None,
     classes: list[str] | tuple[str, ...] | None = None,
+    input_hook: bool = False,
 ) -> Head:
     """Find and describe the output layer of ``model``.
 
@@ -267,6 +341,17 @@ def detect_head(
     link : {"softmax", "sigmoid", "identity"}, optional
     classes : sequence of str, optional
         Class labels (defaults to ``"0"..."K-1"``).
+    input_hook : bool
+        If the head's input is not the output of a named module (a functional op such as
+        ``F.relu`` or ``torch.flatten`` computes it in ``forward``), describe it as
+        ``"<head>#in"``: the input of the head itself, recorded by a forward pre-hook.
+        Otherwise such a head raises :class:`HeadError`.
+
+    The input layer is the innermost module whose output is the head's input (or, for a
+    global-average-pooling head, whose channel means are). A module that runs more than once
+    per forward pass (ResNet's reused ``BasicBlock.relu``) is passed over for its enclosing
+    block (``layer2.1``) when that returns the same tensor, else named with its call
+    (``relu#2``, see :func:`glminterp.hooks.parse_layer`).
 
     Raises
     ------
@@ -277,7 +362,7 @@ def detect_head(
     if link is not None and link not in LINKS:
         raise ValueError(f"link={link!r} is not known; use one of {LINKS} or None for auto.")
     example = example[:2].to(model_device(model))
-    records = _trace(model, example)
+    records, calls = _trace(model, example)
     modules = dict(model.named_modules())
     if head is not None:
         if head not in modules:
@@ -287,24 +372,25 @@ def detect_head(
                 f"head={head!r} is a {type(modules[head]).__name__}, not an nn.Linear; "
                 "the GLM reading needs a Linear output layer."
             )
-        idx = [i for i, r in enumerate(records) if r[0] == head]
+        idx = [i for i, r in enumerate(records) if r.name == head]
         if not idx:
             raise HeadError(f"head={head!r} did not run in the forward pass.")
         head_idx = idx[-1]
     else:
-        linear_idx = [i for i, r in enumerate(records) if isinstance(r[1], nn.Linear)]
+        linear_idx = [i for i, r in enumerate(records) if isinstance(r.module, nn.Linear)]
         if not linear_idx:
             raise HeadError(
                 "No nn.Linear layer runs in the model's forward pass, so there is no GLM head. "
                 "Pass head=<module name> if the output layer is a Linear used indirectly."
             )
         head_idx = linear_idx[-1]
-    head_name, head_module, head_inputs, _ = records[head_idx]
-    after = records[head_idx + 1 :]
+    head_name, head_module = records[head_idx].name, records[head_idx].module
+    # containers that hold the head complete after it: they are not layers after the head
+    after = [r for r in records[head_idx + 1 :] if not _is_within(head_name, r.name)]
 
     # The link: modules executed after the head may only be a link function.
     found_link = None
-    for name, module, _, _ in after:
+    for name, module, *_ in after:
         if type(module) in _LINK_MODULES and found_link is None:
             found_link = (_LINK_MODULES[type(module)], f"module {name!r} ({type(module).__name__})")
         elif type(module) not in (nn.Identity, nn.Flatten, nn.Dropout):
@@ -328,37 +414,16 @@ def detect_head(
 
     # The head's input layer: the latest module (before the head) whose output is the head's
     # input, or whose spatial mean is (global average pooling -> CAM is defined).
-    x_in = head_inputs[0].reshape(head_inputs[0].shape[0], -1).double()
-    input_layer, gap, glue = None, False, None
-    for name, module, _, out in reversed(records[:head_idx]):
-        if not isinstance(out, torch.Tensor) or out.shape[0] != x_in.shape[0]:
-            continue
-        flat = out.reshape(out.shape[0], -1)
-        same = flat.shape == x_in.shape and torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7)
-        if (
-            out.dim() == 4
-            and out.shape[1] == x_in.shape[1]
-            and out.shape[2] * out.shape[3] > 1
-            and torch.allclose(out.double().mean(dim=(2, 3)), x_in, rtol=1e-5, atol=1e-6)
-        ):
-            input_layer, gap = name, True  # the latest 4D map whose mean feeds the head
-            break
-        if isinstance(module, _GLUE):
-            if same and glue is None and out.dim() == 2:
-                glue = name  # the latest 2-D pass-through of the head's exact input
-            continue  # pooling/flatten glue: the units are owned by a layer further back
-        if same:
-            # a 4-D map flattened into the head: its regressors are the flattened cells
-            input_layer = name if out.dim() == 2 or glue is None else glue
-        break  # the first real layer before the head either feeds it or the trace is lost
-    if input_layer is None and glue is not None:
-        input_layer = glue  # e.g. Flatten -> Linear: a GLM on the (flattened) model input
+    input_layer, gap = _input_layer(records, head_idx, calls)
+    if input_layer is None and input_hook:
+        input_layer = f"{head_name}#in"  # recorded by a forward pre-hook on the head
     if input_layer is None:
         raise HeadError(
             f"Could not trace the input of head {head_name!r} to a named module: it is computed "
             "by a functional op in forward() (or the head reads the raw input). Wrap that op in "
             "an nn.Module (e.g. nn.Flatten, nn.AdaptiveAvgPool2d, the activation) so its output "
-            "can be recorded."
+            f"can be recorded, or pass input_hook=True to record the head's input itself "
+            f"({head_name + '#in'!r}, what extract_activations does)."
         )
     w = head_module.weight.detach().to("cpu", torch.float64).numpy().copy()
     b = (

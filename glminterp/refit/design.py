@@ -87,27 +87,11 @@ def _gaussian_response(obs: pd.DataFrame, response, k: int) -> np.ndarray:
 
 
 def build_response(family: str, head: Head, obs: pd.DataFrame, response) -> np.ndarray:
-    """Class indices (multinomial) or an ``(N, K)`` response matrix (per-output families)."""
-    k = head.n_outputs
-    if response is not None and family != "gaussian":
-        raise ValueError(
-            f"response= is only used with family='gaussian'; the {family} refit models the "
-            "labels in acts.obs['label']."
-        )
-    if family == "gaussian" and response is not None:
-        return _gaussian_response(obs, response, k)
-    if family == "multinomial":
-        y = class_labels(obs, k)
-        missing = sorted(set(range(k)) - set(np.unique(y).tolist()))
-        if missing:
-            raise ValueError(
-                f"classes {[head.classes[i] for i in missing]} have no rows in the refit data; "
-                "the multinomial refit needs every class (use a larger split)."
-            )
-        return y
-    if k == 1:
-        return class_labels(obs, 2).astype(np.float64)[:, None]
-    return np.eye(k)[class_labels(obs, k)]
+    """Class indices (multinomial) or an ``(N, K)`` response matrix (per-output families);
+    see :mod:`glminterp.responses` (multi-label 0/1 and real-valued targets, ``response=``)."""
+    from glminterp.responses import build_response as _build  # responses imports this module
+
+    return _build(family, head, obs, response)
 
 
 def cluster_groups(cov_type: str, cov_kwds: dict | None, obs: pd.DataFrame) -> dict | None:

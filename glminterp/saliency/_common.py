@@ -16,7 +16,13 @@ from torch import nn
 
 from glminterp.data import LabeledImages
 from glminterp.head import LINKS, detect_head
-from glminterp.hooks import layer_name_error
+from glminterp.hooks import (
+    ReusedModuleError,
+    layer_name_error,
+    model_guard,
+    parse_layer,
+    reuse_message,
+)
 
 CORRECTIONS: tuple[str, ...] = ("holm", "bh", "none")
 COEF_COLUMNS: tuple[str, ...] = ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh")
@@ -47,7 +53,7 @@ def resolve_link(model: nn.Module, example: torch.Tensor, link: str | None) -> s
         if link not in LINKS:
             raise ValueError(f"link={link!r} is not known; use one of {LINKS} or None.")
         return link
-    return detect_head(model, example[:1]).link
+    return detect_head(model, example[:1], input_hook=True).link
 
 
 def apply_link(logits: torch.Tensor, link: str) -> torch.Tensor:
@@ -61,6 +67,7 @@ def apply_link(logits: torch.Tensor, link: str) -> torch.Tensor:
 
 def get_module(model: nn.Module, name: str, *, argument: str = "layer") -> nn.Module:
     """Module by name, with the package's helpful KeyError listing close names."""
+    name = parse_layer(name)[0] if name else name  # "relu#2" / "fc#in" name the module relu / fc
     modules = dict(model.named_modules())
     if not name or name not in modules:
         raise layer_name_error(name, model, argument=argument)
@@ -71,31 +78,59 @@ class _StopForward(Exception):
     """Raised inside a hook to end a forward pass once the wanted layer has run."""
 
 
+def _spec_module(model: nn.Module, layer: str):
+    base, kind, call = parse_layer(layer)
+    module = get_module(model, base)
+    parent = base.rpartition(".")[0]
+    return base, kind, call, module, (get_module(model, parent) if parent else model)
+
+
 def capture_layer(
     model: nn.Module, x: torch.Tensor, layer: str, *, stop: bool = True
 ) -> torch.Tensor:
     """Output of ``layer`` on ``x``, with its autograd graph if grad mode is on.
 
-    With ``stop=True`` the forward pass ends right after ``layer`` (layers after it are never
-    run), which saves time and works for models whose later layers need other inputs.
+    ``layer`` may name a call (``"layer1.0.relu#2"``) or a module's input (``"fc#in"``). A
+    plain name whose module runs twice before its enclosing module returns raises
+    :class:`~glminterp.hooks.ReusedModuleError` (ResNet's ``BasicBlock.relu``). With
+    ``stop=True`` the forward pass ends once the layer's enclosing module has returned (layers
+    after it are never run), which saves time and works for models whose later layers need
+    other inputs.
     """
-    module = get_module(model, layer)
+    base, kind, call, module, parent = _spec_module(model, layer)
     store: dict[str, torch.Tensor] = {}
+    calls = [0]
 
-    def hook(mod, inputs, output):
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"Layer {layer!r} returned {type(output).__name__}, not a Tensor.")
-        store["out"] = output
-        if stop:
+    def keep(value):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"Layer {layer!r} returned {type(value).__name__}, not a Tensor.")
+        store["out"] = value
+
+    def hook(mod, inputs, output=None):
+        calls[0] += 1
+        if call is None and calls[0] > 1:
+            raise ReusedModuleError(reuse_message(base, calls[0]))
+        if calls[0] == (call or 1):
+            keep(inputs[0] if kind == "in" else output)
+            if stop and call is not None:
+                raise _StopForward
+
+    def parent_done(mod, inputs, output):
+        if stop and "out" in store:
             raise _StopForward
 
-    handle = module.register_forward_hook(hook)
+    handles = [
+        module.register_forward_pre_hook(hook) if kind == "in" else module.register_forward_hook(hook)
+    ]
+    if parent is not model:
+        handles.append(parent.register_forward_hook(parent_done))
     try:
         model(x)
     except _StopForward:
         pass
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     if "out" not in store:
         raise ValueError(f"Layer {layer!r} did not run in the forward pass of the model.")
     return store["out"]
@@ -104,14 +139,22 @@ def capture_layer(
 def forward_with_layer(
     model: nn.Module, x: torch.Tensor, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model output and ``layer``'s output (a detached copy) from one forward pass."""
-    module = get_module(model, layer)
+    """Model output and ``layer``'s output (a detached copy) from one forward pass (``#k`` and
+    ``#in`` specs as in :func:`capture_layer`; a reused module by plain name is refused)."""
+    base, kind, call, module, _ = _spec_module(model, layer)
     store: dict[str, torch.Tensor] = {}
+    calls = [0]
 
-    def hook(mod, inputs, output):
-        store["out"] = output.detach().clone()  # copy before any later in-place op
+    def hook(mod, inputs, output=None):
+        calls[0] += 1
+        if call is None and calls[0] > 1:
+            raise ReusedModuleError(reuse_message(base, calls[0]))
+        if calls[0] == (call or 1):
+            value = inputs[0] if kind == "in" else output
+            store["out"] = value.detach().clone()  # copy before any later in-place op
 
-    handle = module.register_forward_hook(hook)
+    handle = (module.register_forward_pre_hook(hook) if kind == "in"
+              else module.register_forward_hook(hook))
     try:
         out = model(x)
     finally:
@@ -121,21 +164,10 @@ def forward_with_layer(
     return out, store["out"]
 
 
-class eval_mode:
-    """Context manager: put every module in eval mode, restore each flag on exit."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags: dict[nn.Module, bool] = {}
-
-    def __enter__(self) -> nn.Module:
-        self.flags = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.flags.items():
-            m.training = flag
+def eval_mode(model: nn.Module) -> model_guard:
+    """Context manager: eval mode while inside; flags, ``requires_grad``, gradients and buffers
+    restored on exit (:class:`glminterp.hooks.model_guard`, shared by every method)."""
+    return model_guard(model)
 
 
 # ---------------------------------------------------------------------------- GLM lookup

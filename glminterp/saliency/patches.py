@@ -2,10 +2,10 @@
 
 Zeiler & Fergus (2014, Fig. 2) show, for each feature map, the nine inputs whose strongest unit
 in that map is largest, the input patch under that unit's receptive field, and the unit's
-deconvnet projection. The receptive field is computed from the architecture
-(:func:`receptive_field`) by walking the modules executed up to the layer and composing each
-``Conv2d``/``MaxPool2d``/``AvgPool2d``'s kernel, stride, padding and dilation, never from a
-hard-coded table.
+deconvnet projection. The receptive field is measured on the real graph
+(:func:`receptive_field`: which input rows and columns a NaN probe reaches each unit from, so
+residual shortcuts and branches count as they run), never from a hard-coded table; for chains
+of modules the kernel / stride / padding arithmetic is reported beside it.
 """
 
 from __future__ import annotations
@@ -126,17 +126,21 @@ def _conv_geometry(module: nn.Module) -> tuple[tuple[int, int], ...]:
 
 
 def receptive_field(
-    model: nn.Module, layer: str, input_shape: Sequence[int]
+    model: nn.Module, layer: str, input_shape: Sequence[int], *, batch_size: int = 256
 ) -> ReceptiveField:
-    """Receptive field of the units of ``layer``, from the architecture.
+    """Receptive field of the units of ``layer``, measured on the real graph.
 
-    The model is run once on zeros of ``input_shape`` to record which leaf modules execute
-    before ``layer`` and in what order; the modules are assumed to form a chain (each one's
-    input is the previous one's output, as in ``nn.Sequential`` networks and the package's
-    models). Per axis, a module with kernel ``k``, stride ``s``, left padding ``p`` and
-    dilation ``d`` maps the field (size ``R``, jump ``J``, offset ``L``) to
-    ``R + (k - 1) d J``, ``J s``, ``L - p J``. Modules that keep the spatial shape (activations,
-    normalisation, dropout) leave it unchanged.
+    Which input pixels unit ``(i, j)`` depends on is measured exactly, for any network: the model
+    is run (in eval mode, up to ``layer``) on zero images with one pixel set to NaN, and the
+    units the NaN reaches are the units whose field holds that pixel (convolutions, pooling,
+    normalisation, activations, residual additions and concatenations all propagate it). The
+    measured boxes, clipped to the image, are then described as a regular grid: size ``R``,
+    jump ``J`` and offset ``L`` per axis, so that unit ``i`` sees ``L + i J`` to
+    ``L + i J + R - 1``. When the modules form a chain, ``R, J, L`` come from composing each
+    ``Conv2d``/``MaxPool2d``/``AvgPool2d`` (``R + (k - 1) d J``, ``J s``, ``L - p J``; listed
+    in ``steps``) and are used if they agree with the measurement; otherwise (residual
+    networks, whose shortcuts are not in series with the main path) the grid is fitted to the
+    measured boxes, on a larger canvas if the field covers the whole image.
 
     Parameters
     ----------
@@ -144,12 +148,15 @@ def receptive_field(
     layer : str
         Module name whose output is a ``(N, C, h, w)`` map.
     input_shape : (C, H, W)
+    batch_size : int
+        One-pixel probe images per forward pass.
 
     Raises
     ------
     ValueError
-        If a module before ``layer`` changes the spatial shape in a way the arithmetic does not
-        cover (e.g. adaptive pooling, upsampling, a Linear layer) or ``layer`` is not 4-D.
+        If ``layer`` is not 4-D, an op does not propagate NaN (so the dependency cannot be
+        measured), or the measured fields are not a regular grid (e.g. after upsampling); the
+        message names the module that breaks the arithmetic when there is one.
     """
     get_module(model, layer)
     shape = tuple(int(v) for v in input_shape)
@@ -159,14 +166,59 @@ def receptive_field(
     example = torch.zeros((1, *shape), device=model_device(model), dtype=dtype)
     records = _trace_order(model, example)
     idx = [i for i, r in enumerate(records) if r[0] == layer]
-    if not idx:
-        raise ValueError(
-            f"Layer {layer!r} is not a leaf module that runs in the forward pass; pick one of "
-            f"{[r[0] for r in records]}."
-        )
+    out_shape = records[idx[0]][3] if idx else _layer_shape(model, example, layer)
+    if len(out_shape) != 4:
+        raise ValueError(f"Layer {layer!r} outputs shape {out_shape}; a (N, C, h, w) map is needed.")
+    chain, chain_error = None, None
+    if idx:
+        try:
+            chain = _chain_field(records[: idx[0] + 1])
+        except ValueError as e:
+            chain_error = str(e)
+    boxes = _support_boxes(model, layer, shape, batch_size)
+    out_hw = (int(out_shape[2]), int(out_shape[3]))
+    if chain is not None and _grid_matches(chain[:3], boxes, shape[1:]):
+        size, jump, offset, steps = chain
+    else:
+        grid = _fit_grid(boxes, shape[1:])
+        if grid is None and min(shape[1:]) < 256:
+            big = (shape[0], *(3 * v + 8 for v in shape[1:]))
+            try:
+                grid = _fit_grid(_support_boxes(model, layer, big, batch_size), big[1:])
+            except Exception:  # noqa: BLE001 - a model fixed to its input size cannot grow
+                grid = None
+            if grid is not None and not _grid_matches(grid, boxes, shape[1:]):
+                grid = None
+        if grid is None:
+            raise ValueError(
+                f"The receptive fields of {layer!r} measured on the graph are not a regular "
+                "grid of one size and stride, so no (size, jump, offset) describes them"
+                + (f": {chain_error}" if chain_error else ".")
+            )
+        size, jump, offset = grid
+        steps = [{"module": "(measured on the graph)", "type": "support of NaN probes",
+                  "size": size, "jump": jump, "offset": offset}]
+    return ReceptiveField(
+        layer=layer,
+        size=tuple(size),
+        jump=tuple(jump),
+        offset=tuple(offset),
+        input_shape=shape,
+        output_shape=out_hw,
+        steps=pd.DataFrame(steps),
+    )
+
+
+def _layer_shape(model: nn.Module, example: torch.Tensor, layer: str) -> tuple:
+    with eval_mode(model), torch.inference_mode():
+        return tuple(capture_layer(model, example, layer).shape)
+
+
+def _chain_field(records) -> tuple[list[int], list[int], list[int], list[dict]]:
+    """Compose the spatial modules of a chain of leaf modules (see :func:`receptive_field`)."""
     size, jump, offset = [1, 1], [1, 1], [0, 0]
     steps = []
-    for name, module, s_in, s_out in records[: idx[0] + 1]:
+    for name, module, s_in, s_out in records:
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
             k, s, p, d = _conv_geometry(module)
             for a in range(2):
@@ -186,18 +238,81 @@ def receptive_field(
                 f"{s_in[2:]} -> {s_out[2:]} in a way receptive-field arithmetic does not cover; "
                 "only Conv2d, MaxPool2d and AvgPool2d are composed."
             )
-    out_shape = records[idx[0]][3]
-    if len(out_shape) != 4:
-        raise ValueError(f"Layer {layer!r} outputs shape {out_shape}; a (N, C, h, w) map is needed.")
-    return ReceptiveField(
-        layer=layer,
-        size=(size[0], size[1]),
-        jump=(jump[0], jump[1]),
-        offset=(offset[0], offset[1]),
-        input_shape=shape,
-        output_shape=(int(out_shape[2]), int(out_shape[3])),
-        steps=pd.DataFrame(steps),
-    )
+    return size, jump, offset, steps
+
+
+def _support_boxes(model: nn.Module, layer: str, shape: tuple, batch_size: int) -> np.ndarray:
+    """``(h, w, 4)`` half-open in-image boxes ``(row0, row1, col0, col1)`` of the pixels each
+    unit of ``layer`` depends on, measured by propagating NaN: a unit depends on input row
+    ``r`` iff a NaN in row ``r`` reaches it (likewise columns), so ``H + W`` probes suffice."""
+    c, h, w = shape
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    device = model_device(model)
+    probes = [("row", r) for r in range(h)] + [("col", q) for q in range(w)]
+    deps = []
+    with eval_mode(model), torch.inference_mode():
+        base = capture_layer(model, torch.zeros((1, *shape), device=device, dtype=dtype), layer)
+        if base.dim() != 4 or torch.isnan(base).any():
+            raise ValueError(f"Layer {layer!r} is not a finite (N, C, h, w) map on zero input.")
+        for s in range(0, len(probes), batch_size):
+            chunk = probes[s : s + batch_size]
+            x = torch.zeros((len(chunk), *shape), device=device, dtype=dtype)
+            for k, (axis, v) in enumerate(chunk):
+                if axis == "row":
+                    x[k, :, v, :] = float("nan")
+                else:
+                    x[k, :, :, v] = float("nan")
+            deps.append(torch.isnan(capture_layer(model, x, layer)).any(dim=1).cpu())
+    dep = torch.cat(deps).numpy()  # (h + w, h', w')
+    rows, cols = dep[:h], dep[h:]
+    if not rows.any(axis=0).all() or not cols.any(axis=0).all():
+        raise ValueError(
+            f"Some units of {layer!r} depend on no input pixel under NaN probing: an op in the "
+            "model does not propagate NaN (e.g. nan_to_num, a mask), so the receptive field "
+            "cannot be measured."
+        )
+    idx_r = np.arange(h)[:, None, None]
+    idx_c = np.arange(w)[:, None, None]
+    r0 = np.where(rows, idx_r, h).min(0)
+    r1 = np.where(rows, idx_r, -1).max(0) + 1
+    c0 = np.where(cols, idx_c, w).min(0)
+    c1 = np.where(cols, idx_c, -1).max(0) + 1
+    return np.stack([r0, r1, c0, c1], axis=-1)
+
+
+def _grid_matches(grid, boxes: np.ndarray, hw: tuple[int, int]) -> bool:
+    size, jump, offset = grid
+    h, w = boxes.shape[:2]
+    i = np.arange(h)[:, None]
+    j = np.arange(w)[None, :]
+    r0 = np.clip(offset[0] + i * jump[0], 0, hw[0])
+    c0 = np.clip(offset[1] + j * jump[1], 0, hw[1])
+    r1 = np.clip(offset[0] + i * jump[0] + size[0], 0, hw[0])
+    c1 = np.clip(offset[1] + j * jump[1] + size[1], 0, hw[1])
+    want = np.stack(np.broadcast_arrays(r0, r1, c0, c1), axis=-1)
+    return bool(np.array_equal(want, boxes))
+
+
+def _fit_grid(boxes: np.ndarray, hw: tuple[int, int]):
+    """``(size, jump, offset)`` of a regular grid reproducing the clipped boxes, or None."""
+    size, jump, offset = [0, 0], [1, 1], [0, 0]
+    for a in range(2):
+        lo = boxes[:, 0, 0] if a == 0 else boxes[0, :, 2]
+        hi = boxes[:, 0, 1] if a == 0 else boxes[0, :, 3]
+        free = np.nonzero((lo > 0) & (hi < hw[a]))[0]  # units whose field is not clipped
+        if len(free) == 0 or (len(free) == 1 and len(lo) > 1):
+            return None
+        u = int(free[0])
+        size[a] = int(hi[u] - lo[u])
+        if len(free) > 1:
+            v = int(free[1])
+            step, rem = divmod(int(lo[v] - lo[u]), v - u)
+            if rem or step < 1:
+                return None
+            jump[a] = step
+        offset[a] = int(lo[u]) - u * jump[a]
+    grid = (size, jump, offset)
+    return grid if _grid_matches(grid, boxes, hw) else None
 
 
 @dataclass(frozen=True)
@@ -353,7 +468,7 @@ def top_activations(
 
     projections = None
     if project:
-        idx = table["index"].to_numpy()
+        idx = np.array(table["index"].to_numpy())
         proj = deconvnet(
             model,
             images[torch.as_tensor(idx)],

@@ -314,7 +314,7 @@ def masked_probability(
     up = F.interpolate(norm[:, None], size=images.shape[2:], mode="bilinear", align_corners=False)
     device = model_device(model)
     if link is None:
-        link = detect_head(model, images[:1].to(device)).link
+        link = detect_head(model, images[:1].to(device), input_hook=True).link
     out = []
     with eval_mode(model), torch.inference_mode():
         for s in range(0, len(images), batch_size):
@@ -432,7 +432,7 @@ def siddhartha(
     """
     images, _ = as_images(inputs)
     device = model_device(model)
-    head = detect_head(model, images[:1].to(device))
+    head = detect_head(model, images[:1].to(device), input_hook=True)
     if layer is None:
         if not head.gap:
             raise ValueError(
