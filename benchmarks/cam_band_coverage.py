@@ -87,7 +87,7 @@ def truth(p: int, k: int) -> np.ndarray:
 def make_acts(pooled: np.ndarray, y: np.ndarray, k: int) -> Activations:
     n, p = pooled.shape
     head = Head(name="fc", weight=np.zeros((k, p)), bias=np.zeros(k), link="softmax",
-                link_source="benchmark", input_layer="relu",
+                link_source="benchmark", input_layer="relu", gap=True,
                 classes=tuple(str(i) for i in range(k)))
     index = pd.Index([f"s{i:05d}" for i in range(n)], name="sample_id")
     features = pd.DataFrame(pooled, index=index, columns=[f"relu:c{j:02d}" for j in range(p)])
