@@ -12,7 +12,7 @@ Writes ``<out>/mnist_gap_cnn/`` (report.html, coefficients.csv, fit.json, ...).
 from pathlib import Path
 
 import glminterp as gi
-from glminterp.studies import StudyConfig, study_main
+from glminterp.report.studies import StudyConfig, study_main
 
 NAME = "mnist_gap_cnn"
 # 64 channels feed the head: wide enough to be accurate (test accuracy about 0.97), so the

@@ -11,7 +11,7 @@ study runs in minutes; ``--size 60000`` uses all. Writes ``<out>/mnist_idx/``.
 """
 
 import glminterp as gi
-from glminterp.studies import StudyConfig, load_study, study_main
+from glminterp.report.studies import StudyConfig, load_study, study_main
 
 NAME = "mnist_idx"
 DEFAULTS = StudyConfig(size=20000, epochs=8, lr=3e-3, widths=(32, 64, 64))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import glminterp as gi
-from glminterp.studies import StudyConfig, study_main
+from glminterp.report.studies import StudyConfig, study_main
 
 NAME = "mnist_mlp"
 DEFAULTS = StudyConfig(epochs=15, lr=3e-3, batch_size=64)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import glminterp as gi
-from glminterp.studies import StudyConfig, study_main
+from glminterp.report.studies import StudyConfig, study_main
 
 NAME = "mnist_zero_one"
 DEFAULTS = StudyConfig(epochs=5, lr=1e-3, batch_size=64)

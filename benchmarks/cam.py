@@ -25,7 +25,7 @@ import torch
 from torchcam.methods import CAM, GradCAM
 
 import glminterp as gi
-from glminterp.cam import class_activation_maps
+from glminterp.maps.cam import class_activation_maps
 
 
 def best(fn, repeats: int) -> float:

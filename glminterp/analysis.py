@@ -322,9 +322,9 @@ class Analysis:
 
     @property
     def builder(self):
-        """The :class:`~glminterp.report.ReportBuilder` the steps add their figures to."""
+        """The :class:`~glminterp.report.builder.ReportBuilder` the steps add their figures to."""
         if self._builder is None:
-            from glminterp.report import ReportBuilder
+            from glminterp.report.builder import ReportBuilder
 
             self._builder = ReportBuilder(self.title, self.name)
         return self._builder
@@ -335,7 +335,7 @@ class Analysis:
 
     @property
     def report(self) -> Path | None:
-        from glminterp.report import HTML_NAME
+        from glminterp.report.builder import HTML_NAME
 
         return None if self.folder is None else self.folder / HTML_NAME
 
@@ -489,9 +489,9 @@ class Analysis:
         OutputPathError
             If ``folder`` exists and is not glminterp output.
         """
-        from glminterp.analysis_report import write_report
         from glminterp.errors import RefitFailedError
         from glminterp.outputs import check_output_folder
+        from glminterp.report.analysis import write_report
 
         check_output_folder(folder)
         self.run()
@@ -507,7 +507,7 @@ class Analysis:
     # -- results
     def top_units(self, n: int = 3) -> dict[str, pd.DataFrame]:
         """The ``n`` most significant units per class (empty if the refit failed)."""
-        from glminterp.report import top_units
+        from glminterp.report.builder import top_units
 
         return {} if self.refit is None else top_units(self.refit.coefficients, n)
 

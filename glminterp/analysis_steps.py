@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from glminterp import report_sections as xref
 from glminterp.data import LabeledImages
+from glminterp.report import sections as xref
 
 
 def _last_conv(model: nn.Module) -> str:
@@ -40,7 +40,7 @@ def _pool(a, limit: int = 500) -> LabeledImages:
 
 def gradcam(a, images: LabeledImages) -> None:
     """Grad-CAM (Selvaraju et al. 2017) of each image's true class at the last conv layer."""
-    from glminterp.cam import class_activation_maps
+    from glminterp.maps.cam import class_activation_maps
     from glminterp.plots import report as plots
 
     layer = _last_conv(a.model)

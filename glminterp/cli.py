@@ -37,7 +37,7 @@ Steps (each a subcommand; `glminterp <step> --help` for details):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from glminterp.studies import DEFAULT_STUDY, STUDIES
+    from glminterp.report.studies import DEFAULT_STUDY, STUDIES
 
     p = ErrorParser(
         prog="glminterp", description=_DESCRIPTION,
@@ -146,7 +146,7 @@ def _alpha(text: str) -> float:
 
 
 def _print_top(coefficients, n: int = 3) -> None:
-    from glminterp.report import top_units
+    from glminterp.report.builder import top_units
 
     print(f"Most significant units per class (top {n} by p-value):")
     for cls, df in top_units(coefficients, n).items():
@@ -155,7 +155,7 @@ def _print_top(coefficients, n: int = 3) -> None:
 
 
 def _cmd_run(args, argv: Sequence[str]) -> int:
-    from glminterp.studies import run_study
+    from glminterp.report.studies import run_study
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("size", args.size),
                                    ("remedy", args.remedy), ("engine", args.engine))
@@ -195,9 +195,9 @@ def _cmd_extract(args) -> int:
 
 
 def _cmd_refit(args) -> int:
-    from glminterp import report as rp
     from glminterp.activations import Activations
     from glminterp.outputs import check_output_folder
+    from glminterp.report import builder as rp
 
     try:
         from glminterp import refit_output_layer
@@ -230,7 +230,7 @@ def _cmd_refit(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from glminterp.report import render_html
+    from glminterp.report.builder import render_html
 
     print(f"Report: {render_html(args.folder)}")
     return 0

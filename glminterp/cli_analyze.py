@@ -202,7 +202,7 @@ def run(args, argv: Sequence[str]) -> int:
     if args.splits and args.all_refit:
         raise UsageError("give --splits or --all-refit, not both.")
     if args.activations:
-        from glminterp.analysis_report import write_activations_report
+        from glminterp.report.analysis import write_activations_report
 
         out = Path(args.out or f"reports/{Path(args.activations).stem}")
         path = write_activations_report(args.activations, out, plan=_plan(args),

@@ -11,7 +11,7 @@ import numpy as np
 from test_report_render import assert_self_contained, parse
 
 import glminterp as gi
-from glminterp import report as rp
+from glminterp.report import builder as rp
 
 SMALL = 600  # digits rows per end-to-end test: seconds, and every class on every split
 

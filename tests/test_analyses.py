@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import glminterp as gi
-from glminterp.studies import STUDIES, StudyConfig, load_study
+from glminterp.report.studies import STUDIES, StudyConfig, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = set(gi.__all__) | {"StudyConfig", "study_main", "load_study"}

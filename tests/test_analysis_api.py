@@ -13,7 +13,7 @@ from _analysis_support import check_full_report, section, small_digits, write_rg
 from zoo import ZOO, assert_unchanged, state_snapshot
 
 import glminterp as gi
-from glminterp import report as rp
+from glminterp.report import builder as rp
 
 PLAN = gi.Plan(images=2, top_k=4, patch_channels=2)
 

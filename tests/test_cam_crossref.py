@@ -10,7 +10,7 @@ from scipy import stats
 from test_cam_maps import A1, A2, CAM0, B, TinyGap, W
 
 import glminterp as gi
-from glminterp.cam import class_activation_maps
+from glminterp.maps.cam import class_activation_maps
 
 # channel 1 has SE 1, channel 2 SE 0.1 in every class (intercept variance 1, no correlation)
 COV = np.stack([np.diag([1.0, 1.0, 0.01])] * 3)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from glminterp.cam import class_activation_maps
-from glminterp.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
+from glminterp.maps.cam import class_activation_maps
+from glminterp.maps.faithfulness import compare_faithfulness, confidence_change, deletion_insertion
 from glminterp.plots.cam import cam_gallery, overlay
 
 

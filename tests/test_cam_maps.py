@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from glminterp.cam import class_activation_maps
 from glminterp.head import detect_head
+from glminterp.maps.cam import class_activation_maps
 
 # Two 3x3 channel maps and a 3-class head (hand-checked values below).
 A1 = np.array([[1, 0, 2], [0, 3, 0], [1, 1, 1]], dtype=float)

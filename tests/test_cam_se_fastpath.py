@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import glminterp.cam_uncertainty as cu
-from glminterp.cam import class_activation_maps
+import glminterp.maps.cam_uncertainty as cu
+from glminterp.maps.cam import class_activation_maps
 
 SIZES = [((7, 7), (28, 28)), ((5, 3), (15, 9)), ((4, 6), (13, 21)), ((1, 4), (5, 11)),
          ((3, 1), (9, 2)), ((6, 6), (6, 6)), ((8, 5), (4, 3))]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchcam.methods as torchcam_methods  # noqa: E402 - test-only dependency
 
-from glminterp.cam import class_activation_maps
+from glminterp.maps.cam import class_activation_maps
 
 
 @pytest.fixture(scope="module")

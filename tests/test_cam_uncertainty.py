@@ -11,7 +11,7 @@ from scipy import stats
 from torch import nn
 
 import glminterp as gi
-from glminterp.cam import class_activation_maps
+from glminterp.maps.cam import class_activation_maps
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 from test_report_render import assert_self_contained, parse
 
 import glminterp as gi
-from glminterp import report as rp
 from glminterp.cli import main
+from glminterp.report import builder as rp
 
 
 def test_help_explains_each_step(capsys):

@@ -13,8 +13,8 @@ from _analysis_support import check_full_report, small_digits, write_rgb_folder
 from zoo import ZOO
 
 import glminterp as gi
-from glminterp import report as rp
 from glminterp.cli import main
+from glminterp.report import builder as rp
 
 ZOO_FILE = Path(__file__).resolve().parent / "zoo.py"
 

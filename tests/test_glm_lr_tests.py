@@ -67,7 +67,7 @@ def test_lr_refuses_remedies_and_gaussian(data):
 
 
 def test_fit_record_carries_lr_tests_where_they_apply(data):
-    from glminterp.report import refit_fit_record
+    from glminterp.report.builder import refit_fit_record
 
     x, y = data
     res = gi.refit_output_layer(make_acts(x, y), progress=False)

@@ -22,11 +22,11 @@ from _hostile_support import (
 )
 
 import glminterp as gi
-from glminterp import report as rp
-from glminterp import studies
 from glminterp.data import write_idx
 from glminterp.errors import RefitFailedError
 from glminterp.outputs import MARKER_NAME
+from glminterp.report import builder as rp
+from glminterp.report import studies
 
 
 def _copy_acts(f, tmp: Path, name: str = "a.parquet") -> Path:

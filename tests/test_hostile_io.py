@@ -24,8 +24,8 @@ import pytest
 from _hostile_support import ROOT, snapshot, tiny_acts
 
 import glminterp as gi
-from glminterp import report as rp
 from glminterp.outputs import MARKER_NAME, OutputPathError, write_folder
+from glminterp.report import builder as rp
 from glminterp.scale import write_parquet_shards
 
 

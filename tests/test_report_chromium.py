@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from test_report_render import toy_builder
 
-from glminterp import report as rp
+from glminterp.report import builder as rp
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from test_report_render import assert_self_contained, parse, toy_builder, toy_coefficients
 
-from glminterp import report as rp
-from glminterp import report_summary as summ
+from glminterp.report import builder as rp
+from glminterp.report import summary as summ
 
 
 def test_long_table_folds_top_rows_and_links_its_csv(tmp_path):

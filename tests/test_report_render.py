@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glminterp import report as rp
 from glminterp.plots.report import save_png
+from glminterp.report import builder as rp
 
 EVIL = "<script>alert(1)</script>"
 

@@ -11,8 +11,8 @@ import pytest
 from test_report_render import assert_self_contained, parse
 
 import glminterp as gi
-from glminterp import report as rp
-from glminterp import studies as st
+from glminterp.report import builder as rp
+from glminterp.report import studies as st
 
 pytestmark = pytest.mark.slow
 

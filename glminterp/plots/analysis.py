@@ -1,6 +1,6 @@
 """Figures of the analysis report: per-class network-versus-GLM panels, patch grids.
 
-Every function draws already computed columns (see :func:`glminterp.analysis_report.
+Every function draws already computed columns (see :func:`glminterp.report.analysis.
 comparison_frame`); none computes a statistic.
 """
 
@@ -17,7 +17,7 @@ def agreement_panels(frame: pd.DataFrame, *, ncol: int = 5) -> Figure:
     """One panel per class: network weight against GLM estimate, both on the GLM's z scale.
 
     ``frame`` has columns ``class, term, x, y, y_lo, y_hi, significant`` (see
-    :func:`glminterp.analysis_report.comparison_frame`): ``x`` the network's weight divided by
+    :func:`glminterp.report.analysis.comparison_frame`): ``x`` the network's weight divided by
     the GLM standard error, ``y`` the GLM's z and ``y_lo, y_hi`` its CI on that scale. The
     dashed line is agreement (y = x); a bar crossing it means the network's weight lies in the
     GLM's CI.

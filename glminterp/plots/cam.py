@@ -1,6 +1,6 @@
 """Figures for class activation maps: overlays and the CAM / GLM-CAM / uncertainty gallery.
 
-Plotting only: every number shown comes from a :class:`glminterp.cam.CAMResult`.
+Plotting only: every number shown comes from a :class:`glminterp.maps.cam.CAMResult`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from glminterp.cam import CAMResult
+from glminterp.maps.cam import CAMResult
 
 
 def _image_2d(image) -> np.ndarray:

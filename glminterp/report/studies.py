@@ -35,7 +35,7 @@ from glminterp.train import train_model
 
 STUDIES: tuple[str, ...] = ("mnist_gap_cnn", "mnist_mlp", "mnist_zero_one", "mnist_idx")
 DEFAULT_STUDY = "mnist_gap_cnn"
-ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
 
 #: What ``glminterp run`` returns: the study's :class:`~glminterp.Analysis`.
 StudyResult = Analysis

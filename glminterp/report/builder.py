@@ -649,9 +649,9 @@ def add_refit_sections(
     Works from saved results only (the tidy coefficient table and the ``fit.json`` record), so
     ``glminterp report`` can rebuild these sections without the fitted model.
     """
-    from glminterp import report_summary as summ
     from glminterp.plots import analysis as analysis_plots
     from glminterp.plots import refit as refit_plots
+    from glminterp.report import summary as summ
 
     fit = dict(fit)
     alpha = float(fit.get("alpha") or 0.05)
@@ -758,7 +758,7 @@ def add_refit_sections(
 def _overview(rb: ReportBuilder, coefficients: pd.DataFrame | None, fit: Mapping,
               alpha: float) -> None:
     """The first screen's results: units that matter, the agreement test, what limits them."""
-    from glminterp import report_summary as summ
+    from glminterp.report import summary as summ
 
     if coefficients is not None and not coefficients.empty and "se" in coefficients:
         rb.table("overview", summ.headline_table(coefficients, alpha), top=100,

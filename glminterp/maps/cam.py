@@ -35,7 +35,7 @@ Statistics
     Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly, not by
     interpolating SEs: each output pixel combines at most 2 x 2 feature cells, and
     ``SE^2(u) = sum_ij w_i(u) w_j(u) a_i' Sigma_c a_j`` is assembled from inner products of
-    neighbouring cells (see :mod:`glminterp.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
+    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
     the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
     ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
     ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
@@ -54,8 +54,8 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
+from glminterp._validate import check_int, check_real
 from glminterp.activations import unit_names
-from glminterp.cam_uncertainty import interp_matrix, uncertainty
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import (
@@ -67,6 +67,7 @@ from glminterp.hooks import (
     resolve_layers,
     reuse_message,
 )
+from glminterp.maps.cam_uncertainty import interp_matrix, uncertainty
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
@@ -754,10 +755,10 @@ def class_activation_maps(
         raise ValueError(f"intercept={intercept!r}; use one of {INTERCEPT}.")
     if gradcampp_alpha not in GRADCAMPP_ALPHA:
         raise ValueError(f"gradcampp_alpha={gradcampp_alpha!r}; use one of {GRADCAMPP_ALPHA}.")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
-    if batch_size < 1 or n_sim < 1:
-        raise ValueError("batch_size and n_sim must be positive.")
+    alpha = check_real("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    n_sim = check_int("n_sim", n_sim, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     x, ids = _as_tensor(inputs)
     if x.shape[0] == 0:
         raise ValueError("inputs is empty.")

@@ -273,7 +273,7 @@ def compare_faithfulness(
     ----------
     maps : mapping of name to array (N, h, w)
         E.g. ``{"network CAM": ..., "GLM CAM": ..., "significant-only CAM": ...}`` built with
-        :meth:`glminterp.cam.CAMResult.for_targets`.
+        :meth:`glminterp.maps.cam.CAMResult.for_targets`.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """Report sections that cross-reference the refit with maps and the classic visualizations.
 
-Each function computes with the package's analysis modules (:mod:`glminterp.cam`,
-:mod:`glminterp.saliency`), adds tables and figures to a :class:`~glminterp.report.ReportBuilder`
+Each function computes with the package's analysis modules (:mod:`glminterp.maps.cam`,
+:mod:`glminterp.saliency`), adds tables and figures to a :class:`~glminterp.report.builder.ReportBuilder`
 and stores the result objects in ``StudyResult.extras``. The studies call them through a guard
 that turns any failure into a "not available" note, so one visualization never sinks a report.
 """
@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 
 from glminterp.data import LabeledImages
-from glminterp.report import ReportBuilder
+from glminterp.report.builder import ReportBuilder
 
 if TYPE_CHECKING:  # pragma: no cover
-    from glminterp.studies import StudyResult
+    from glminterp.report.studies import StudyResult
 
 
 def labels_of(images: LabeledImages) -> list[str]:
@@ -50,7 +50,7 @@ def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> Non
 
     Both CAMs use sum-to-zero class contrasts (``w_k - mean_j w_j``), so they are comparable.
     """
-    from glminterp.cam import class_activation_maps
+    from glminterp.maps.cam import class_activation_maps
     from glminterp.plots import report as plots
 
     head = r.activations.head
@@ -106,7 +106,7 @@ def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> Non
 def faithfulness_table(r: StudyResult, rb: ReportBuilder, images: LabeledImages,
                        maps: dict[str, np.ndarray]) -> None:
     """Deletion / insertion AUC and average drop / increase in confidence of each map."""
-    from glminterp.faithfulness import compare_faithfulness
+    from glminterp.maps.faithfulness import compare_faithfulness
 
     table = compare_faithfulness(r.model, images, maps, images.labels.numpy())
     r.extras["faithfulness"] = table

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from glminterp import report as rp
+from glminterp.report import builder as rp
 
 #: Visualization step -> (report section, title).
 STEP_INFO: dict[str, tuple[str, str]] = {
