@@ -47,7 +47,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import glminterp as gi  # noqa: E402
 from glminterp.activations import Activations  # noqa: E402
-from glminterp.cam import class_activation_maps  # noqa: E402
 from glminterp.head import Head, reference_to_sum_to_zero_map  # noqa: E402
 
 N_SIMS = (500, 1000, 2000, 5000)
@@ -113,7 +112,7 @@ def replicate(seed: int, n: int, model, test_x, true_maps, beta, n_sims) -> dict
         refit = gi.refit_output_layer(make_acts(pooled, y, beta.shape[1] + 1), progress=False)
     out: dict[str, float] = {}
     for n_sim in n_sims:
-        r = class_activation_maps(model, test_x, coefficients=refit, layer="relu",
+        r = gi.class_activation_maps(model, test_x, coefficients=refit, layer="relu",
                                   parametrization="sum_to_zero", upsample=False, normalize=None,
                                   intercept="exclude", simultaneous=True, n_sim=n_sim, seed=seed)
         dev = np.abs(np.asarray(r.raw) - true_maps) / np.asarray(r.se)
