@@ -177,6 +177,14 @@ class Activations:
             f"{list(self.layers)}, head={head}, splits={self.obs['split'].value_counts().to_dict()})"
         )
 
+    def _repr_html_(self) -> str:
+        """Notebook view: the summary line, rows per split, and the first rows of the units."""
+        from html import escape
+
+        splits = self.obs["split"].value_counts().rename("rows").to_frame()
+        return (f"<p>{escape(repr(self))}</p>" + splits.to_html()
+                + self.features.iloc[:5, :8].to_html(float_format=lambda v: f"{v:.4g}"))
+
     # ---------------------------------------------------------------- I/O
     def _meta_json(self) -> str:
         meta = {

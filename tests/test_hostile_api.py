@@ -215,6 +215,32 @@ def test_refused_cam_classes_through_the_public_call():
         gi.class_activation_maps(model, torch.zeros(2, 1, 8, 8), classes=[42])
 
 
+CAM_OPTIONS = [
+    ({"batch_size": 2.5}, TypeError, "batch_size must be an integer"),
+    ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+    ({"n_sim": "x"}, TypeError, "n_sim must be an integer"),
+    ({"seed": -1}, ValueError, "seed must be >= 0"),
+    ({"alpha": "0.05"}, TypeError, "alpha must be a number"),
+    ({"alpha": 1.0}, ValueError, "alpha must be < 1"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "text"), CAM_OPTIONS,
+                         ids=[next(iter(c[0])) + "=" + repr(next(iter(c[0].values())))
+                              for c in CAM_OPTIONS])
+def test_refused_cam_options(kwargs, exc, text):
+    model = gi.build_model("gap_cnn", seed=0, widths=(2, 2, 3), n_classes=3)
+    with pytest.raises(exc, match=text):
+        gi.class_activation_maps(model, torch.zeros(2, 1, 8, 8), **kwargs)
+
+
+def test_activations_render_as_html():
+    model = gi.build_model("gap_cnn", seed=0, widths=(2, 2, 3), n_classes=3)
+    acts = gi.extract_activations(model, torch.zeros(4, 1, 8, 8), progress=False)
+    html = acts._repr_html_()
+    assert html.startswith("<p>Activations(4 samples") and html.count("<table") == 2
+
+
 # ---------------------------------------------------------------------------- checkpoints
 def _saved(tmp_path, **extra):
     model = gi.build_model("mlp", seed=0, n_inputs=64, n_hidden=3, n_classes=10)

@@ -79,7 +79,7 @@ def test_faithfulness_leaves_model_unchanged(name):
     model = frozen_train_mode(entry.build())
     snap = state_snapshot(model)
     sal = torch.rand(4, 8, 8, generator=torch.Generator().manual_seed(0)).numpy()
-    res = gi.faithfulness.deletion_insertion(model, x, sal, targets=[0, 1, 0, 1], steps=4)
+    res = gi.deletion_insertion(model, x, sal, targets=[0, 1, 0, 1], steps=4)
     assert np.isfinite(res.deletion_auc).all()
     assert_unchanged(model, snap)
 

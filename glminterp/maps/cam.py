@@ -54,6 +54,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from torch import nn
 
+from glminterp._validate import check_int, check_real
 from glminterp.activations import unit_names
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
@@ -754,10 +755,10 @@ def class_activation_maps(
         raise ValueError(f"intercept={intercept!r}; use one of {INTERCEPT}.")
     if gradcampp_alpha not in GRADCAMPP_ALPHA:
         raise ValueError(f"gradcampp_alpha={gradcampp_alpha!r}; use one of {GRADCAMPP_ALPHA}.")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}.")
-    if batch_size < 1 or n_sim < 1:
-        raise ValueError("batch_size and n_sim must be positive.")
+    alpha = check_real("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    n_sim = check_int("n_sim", n_sim, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     x, ids = _as_tensor(inputs)
     if x.shape[0] == 0:
         raise ValueError("inputs is empty.")

@@ -22,6 +22,8 @@ provided the design has full column rank (checked before, see :mod:`glminterp.re
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +37,12 @@ from scipy.optimize import linprog
 _MARGIN_TOL = 1e-7
 _OBJ_TOL = 1e-7
 _COEF_TOL = 1e-6
+# A constraint left out of the LP is added when the solution violates it by more than this.
+_VIOLATION_TOL = 1e-9
+# Below this many rows the binomial LP is solved whole.
+_MIN_SUBSET = 500
+
+log = logging.getLogger(__name__)
 
 
 class SeparationError(ValueError):
@@ -164,18 +172,21 @@ def check_binomial(
         raise ValueError("y must contain only 0 and 1 for the binomial separation check.")
     xs, scale = _scale(x)
     sx = (2.0 * y - 1.0)[:, None] * xs
-    res = _solve(-sx.sum(axis=0), -sx, x.shape[1])
-    obj = float(-res.fun)
-    margins = sx @ res.x
+    t0 = time.perf_counter()
+    b, n_lp, n_rows = _binomial_lp(sx)
+    log.info("separation LP (%s): %d LPs on at most %d of %d rows, %.2f s", label, n_lp, n_rows,
+             x.shape[0], time.perf_counter() - t0)
+    margins = sx @ b
+    obj = float(margins.sum())
     pos = margins > _MARGIN_TOL
     separated = obj > _OBJ_TOL * max(1, x.shape[0]) and bool(pos.any())
-    direction = res.x / scale if separated else np.zeros(x.shape[1])
+    direction = b / scale if separated else np.zeros(x.shape[1])
     sides = sorted({int(v) for v in y[pos]}) if separated else []
     return SeparationCheck(
         separated=separated,
         objective=obj if separated else 0.0,
         classes=tuple(classes[s] for s in sides),
-        units=_units_of(res.x, terms) if separated else (),
+        units=_units_of(b, terms) if separated else (),
         n_rows_separated=int(pos.sum()) if separated else 0,
         direction=direction,
         label=label,
@@ -186,6 +197,18 @@ def check_multinomial(
     x: np.ndarray, y: np.ndarray, *, terms: Sequence[str], classes: Sequence[str]
 ) -> SeparationCheck:
     """Konis' LP for a multinomial design (reference parametrization, class 0 baseline).
+
+    Two exact phases, each logged (:mod:`logging`, logger ``glminterp.refit.separation``):
+
+    1. One-vs-rest: a binomial LP per class (``N`` constraints, ``q`` variables). A class that is
+       separated from the rest gives a feasible multinomial direction with a positive objective
+       (``d_k = b``, or ``d_j = -b`` for every ``j`` when ``k`` is the baseline), which proves
+       separation. Accurate heads are usually separated this way.
+    2. Otherwise the full LP, by constraint generation: the LP on a subset of the
+       ``N (K - 1)`` constraints (the objective always sums all of them) is a relaxation; the
+       constraints its solution violates are added and it is solved again. A solution that
+       violates none is optimal for the full LP, so the answer is the full LP's, with LPs a
+       fraction of its size.
 
     Parameters
     ----------
@@ -211,32 +234,128 @@ def check_multinomial(
     if y.shape != (n,) or y.min() < 0 or y.max() >= k:
         raise ValueError(f"y must hold class indices 0..{k - 1}, one per row of x.")
     xs, scale = _scale(x)
-    # One constraint row per (n, k != y_n): x_n'(d_{y_n} - d_k) >= 0, as a sparse matrix over
-    # vec(D) in Fortran order (class-major), d_0 = 0 dropped.
-    others = np.array([[j for j in range(k) if j != c] for c in range(k)])[y]  # (n, K-1)
-    row_obs = np.repeat(np.arange(n), k - 1)
-    other = others.ravel()
-    own = y[row_obs]
-    rows = np.arange(row_obs.size)
+    t0 = time.perf_counter()
+    d = _one_vs_rest(xs, y, k)
+    log.info("separation LP, one-vs-rest phase (%d classes): %s in %.2f s", k,
+             "separated" if d is not None else "no class separated", time.perf_counter() - t0)
+    if d is None:
+        t0 = time.perf_counter()
+        d, n_lp, n_rows = _full_lp(xs, y, k)
+        log.info("separation LP, full phase: %d LPs, %d of %d constraints, %.2f s", n_lp,
+                 n_rows, n * (k - 1), time.perf_counter() - t0)
+    return _multinomial_result(xs, y, d, scale, terms, classes)
+
+
+def _margins(xs: np.ndarray, y: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``(N, K)`` margins ``x_n'(d_{y_n} - d_k)`` (zero at ``k = y_n``), ``d`` is ``(q, K-1)``."""
+    s = np.column_stack([np.zeros(xs.shape[0]), xs @ d])
+    return s[np.arange(xs.shape[0]), y][:, None] - s
+
+
+def _one_vs_rest(xs: np.ndarray, y: np.ndarray, k: int) -> np.ndarray | None:
+    """A multinomial separating direction from a class separated from the rest, or None."""
+    n, q = xs.shape
+    for j in range(k):
+        sx = np.where(y == j, 1.0, -1.0)[:, None] * xs
+        b, _, _ = _binomial_lp(sx)
+        m = sx @ b
+        log.info("separation LP, one-vs-rest phase: class %d of %d %s", j + 1, k,
+                 "separated" if m.sum() > _OBJ_TOL * max(1, n) else "overlaps")
+        if m.sum() > _OBJ_TOL * max(1, n) and (m > _MARGIN_TOL).any():
+            d = np.zeros((q, k - 1))
+            if j == 0:
+                d[:] = -b[:, None]
+            else:
+                d[:, j - 1] = b
+            return d
+    return None
+
+
+def _binomial_lp(sx: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Konis' binomial LP on rows ``s_n x_n`` by row generation; (direction, LPs, rows).
+
+    The LP on a subset of rows, with the objective summed over all rows, is a relaxation;
+    rows its solution violates are added until none is, and then the solution is optimal for
+    the LP on every row. The start is the rows least well fitted by a least-squares direction.
+    """
+    n, q = sx.shape
+    c = -sx.sum(axis=0)
+    if n <= _MIN_SUBSET:
+        return _solve(c, -sx, q).x, 1, n
+    # least-squares direction of the signs: x b ~ s, i.e. the rows' margins sx b ~ 1
+    b_ls = np.linalg.lstsq(sx, np.ones(n), rcond=None)[0]
+    have = np.zeros(n, dtype=bool)
+    have[np.argsort(sx @ b_ls, kind="stable")[: max(_MIN_SUBSET, 4 * q)]] = True
+    n_lp = 0
+    while True:
+        b = _solve(c, -sx[have], q).x
+        n_lp += 1
+        new = (sx @ b < -_VIOLATION_TOL) & ~have
+        if not new.any():
+            return b, n_lp, int(have.sum())
+        have |= new
+
+
+def _constraints(xs: np.ndarray, y: np.ndarray, obs: np.ndarray, other: np.ndarray, k: int):
+    """Sparse rows ``x_n'(d_{y_n} - d_k)`` over vec(D) (class-major, ``d_0`` dropped)."""
+    q = xs.shape[1]
+    rows = np.arange(obs.size)
     parts_r, parts_c, parts_v = [], [], []
-    for sign, cls in ((1.0, own), (-1.0, other)):
+    for sign, cls in ((1.0, y[obs]), (-1.0, other)):
         m = cls > 0
         parts_r.append(np.repeat(rows[m], q))
         parts_c.append((((cls[m] - 1) * q)[:, None] + np.arange(q)[None, :]).ravel())
-        parts_v.append((sign * xs[row_obs[m]]).ravel())
-    a = sps.csr_matrix(
+        parts_v.append((sign * xs[obs[m]]).ravel())
+    return sps.csr_matrix(
         (np.concatenate(parts_v), (np.concatenate(parts_r), np.concatenate(parts_c))),
-        shape=(rows.size, q * (k - 1)),
+        shape=(obs.size, q * (k - 1)),
     )
-    res = _solve(-np.asarray(a.sum(axis=0)).ravel(), -a, q * (k - 1))
-    obj = float(-res.fun)
-    margins = a @ res.x
-    pos = margins > _MARGIN_TOL
+
+
+def _full_lp(xs: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, int, int]:
+    """Konis' multinomial LP by constraint generation; (direction (q, K-1), LPs, constraints)."""
+    n, q = xs.shape
+    # Objective: sum over n, k != y_n of x_n'(d_{y_n} - d_k) = sum_j d_j'(K S_j - S), S_j the
+    # column sums over class j; exact, whatever subset of constraints is in the LP.
+    sj = np.stack([xs[y == j].sum(axis=0) for j in range(k)])
+    c = -(k * sj - sj.sum(axis=0))[1:].ravel()
+    # Start: each row against its strongest rival under a least-squares score.
+    onehot = np.eye(k)[y]
+    score = xs @ np.linalg.lstsq(xs, onehot - onehot.mean(axis=0), rcond=None)[0]
+    score[np.arange(n), y] = -np.inf
+    have = np.zeros((n, k), dtype=bool)
+    have[np.arange(n), score.argmax(axis=1)] = True
+    n_lp = 0
+    while True:
+        obs, other = np.nonzero(have)
+        log.info("separation LP, full phase: LP %d on %d constraints x %d variables", n_lp + 1,
+                 obs.size, q * (k - 1))
+        res = _solve(c, -_constraints(xs, y, obs, other, k), q * (k - 1))
+        n_lp += 1
+        d = res.x.reshape(k - 1, q).T
+        marg = _margins(xs, y, d)
+        marg[have] = np.inf
+        marg[np.arange(n), y] = np.inf
+        worst = marg.argmin(axis=1)
+        new = marg[np.arange(n), worst] < -_VIOLATION_TOL
+        log.info("separation LP, full phase: LP %d solved, %d rows violate it", n_lp,
+                 int(new.sum()))
+        if not new.any():
+            return d, n_lp, int(obs.size)
+        have[np.nonzero(new)[0], worst[new]] = True
+
+
+def _multinomial_result(xs, y, d, scale, terms, classes) -> SeparationCheck:
+    n, q = xs.shape
+    k = len(classes)
+    marg = _margins(xs, y, d)
+    marg[np.arange(n), y] = 0.0
+    obj = float(marg.sum())
+    pos = marg > _MARGIN_TOL
     separated = obj > _OBJ_TOL * max(1, n) and bool(pos.any())
-    d = res.x.reshape(k - 1, q).T
     if not separated:
         return SeparationCheck(False, 0.0, (), (), 0, np.zeros((q, k - 1)), "multinomial")
-    sep_rows = np.unique(row_obs[pos])
+    sep_rows = np.nonzero(pos.any(axis=1))[0]
     sep_classes = sorted(set(y[sep_rows].tolist()))
     return SeparationCheck(
         separated=True,
