@@ -508,3 +508,16 @@ def refit_parquet(source, *, head=None, family: str = "multinomial", parametriza
     fit = fit_multinomial_parquet if family == "multinomial" else fit_binomial_parquet
     er = fit(source, **kwargs)
     return results_from_engine(er, head=head, parametrization=parametrization, alpha=alpha)
+
+
+def refit_dask(x, y, *, head=None, parametrization="reference", alpha: float = 0.05, **kwargs):
+    """:func:`dask_fit_multinomial` as a ``RefitResult`` (the results class of in-memory refits).
+
+    ``x``, ``y``: Dask arrays (e.g. from :func:`dask_arrays_from_parquet`); ``kwargs`` go to the
+    fit (``family``, ``client``, ``feature_names``, ...). See
+    :func:`glminterp.refit.engine_fit.results_from_engine`.
+    """
+    from glminterp.refit.engine_fit import results_from_engine
+
+    er = dask_fit_multinomial(x, y, **kwargs)
+    return results_from_engine(er, head=head, parametrization=parametrization, alpha=alpha)

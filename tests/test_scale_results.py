@@ -13,6 +13,7 @@ from glminterp.refit.engine_fit import results_from_engine
 from glminterp.scale import (
     dask_arrays_from_parquet,
     dask_fit_multinomial,
+    refit_dask,
     refit_parquet,
     write_parquet_shards,
 )
@@ -48,5 +49,10 @@ def test_dask_fit_gives_the_same_results_class(data):
     x, y, _ = dask_arrays_from_parquet(folder)
     res = results_from_engine(dask_fit_multinomial(x, y, feature_names=list(mem.units)))
     np.testing.assert_allclose(res.coefficients["se"], mem.coefficients["se"], rtol=1e-6)
+    pub = refit_dask(x, y, feature_names=list(mem.units), parametrization="sum_to_zero")
+    assert isinstance(pub, gi.RefitResult) and pub.n_obs == 1000
+    np.testing.assert_allclose(pub.coefficients[COLS].to_numpy(),
+                               mem.coefficient_table("sum_to_zero")[COLS].to_numpy(),
+                               rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="family"):
         refit_parquet(folder, family="gaussian")
