@@ -402,22 +402,73 @@ def extract_activations(
     batches, n_total, info = _batches(data, batch_size)
     device = model_device(model)
     classes = classes if classes is not None else info.get("classes")
+    first = _first_batch(batches)
+    # called here, not in a helper: its warning points at the caller of this function
+    warn_model_input_shape(model, first[0])
+    head_desc, head_error = _optional_head(model, first[0].to(device), head, link, classes)
+    plan = _plan_layers(model, layers, head_desc, head_error, pool)
+    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool)
+    logits = rec.logit_rows.result()
+    n = logits.shape[0]
+    ids = _sample_ids(rec.ids, n, info)
+    index = _LazyIndex(ids)
+    values, cols = _feature_values(plan, rec, index)
 
+    out_link = head_desc.link if head_desc is not None else link
+    k = logits.shape[1]
+    cls_names = _class_names(head_desc, classes, k)
+    split_col = _split_column(split, info.get("split"), ids)
+    targets = _targets(rec.labels, n, k)
+    metadata = _metadata(model, info, pool, seed, rec)
+    if head_error is not None:
+        metadata["head_error"] = head_error
+        warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
+    kept = {k2: torch.cat(v).numpy() for k2, v in rec.maps.items() if v}
+    return Activations(
+        features=_LazyFrame(
+            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
+        ),
+        obs=_LazyFrame(
+            lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
+        ),
+        head=head_desc,
+        layers=tuple(plan.names),
+        metadata=metadata,
+        maps=kept,
+    )
+
+
+def _first_batch(batches):
+    """The first batch, checked finite before the head is traced on it."""
     first = next(batches, None)
     if first is None:
         raise ValueError("data is empty.")
-    chk.check_finite_inputs(first[0], first[2], 0)  # before the head is traced on them
-    warn_model_input_shape(model, first[0])
+    chk.check_finite_inputs(first[0], first[2], 0)
+    return first
 
-    head_desc, head_error = None, None
+
+def _optional_head(model, example, head, link, classes) -> tuple[Head | None, str | None]:
+    """The detected head and None, or (when ``head`` was not named) None and why not."""
     try:
-        head_desc = detect_head(
-            model, first[0].to(device), head=head, link=link, classes=classes, input_hook=True
-        )
+        desc = detect_head(model, example, head=head, link=link, classes=classes, input_hook=True)
     except HeadError as e:
         if head is not None:
             raise
-        head_error = str(e)
+        return None, str(e)
+    return desc, None
+
+
+@dataclass(frozen=True)
+class _LayerPlan:
+    """The layers asked for and where each is recorded."""
+
+    names: list[str]  # resolved layer names, in the order asked
+    head_in: str | None  # "<head>#in" when the head's own input gives the regressors
+    input_layer: str | None  # the head's input layer, when ``head_in`` stands in for it
+    hooked: list[str]  # the specs the recorder hooks
+
+
+def _plan_layers(model, layers, head_desc, head_error, pool) -> _LayerPlan:
     if layers is None:
         if head_desc is None:
             raise HeadError(f"layers=None needs a detectable head: {head_error}")
@@ -430,14 +481,31 @@ def extract_activations(
     hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
     if head_in is not None:
         hooked = list(dict.fromkeys([*hooked, head_in]))
+    return _LayerPlan(names, head_in, input_layer, hooked)
 
-    maps: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+
+@dataclass
+class _Recording:
+    """What the forward passes recorded."""
+
+    records: dict  # pooled outputs per hooked spec (the recorder's ``records``)
+    head_rows: _Rows
+    logit_rows: _Rows
+    labels: torch.Tensor | None
+    ids: list  # per-batch id arrays (empty when no ids were given)
+    maps: dict[str, list[torch.Tensor]]
+    shapes: dict[str, tuple]
+
+
+def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, keep_maps,
+            pool) -> _Recording:
+    """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
+    maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
     shapes: dict[str, tuple] = {}
-
     head_rows, logit_rows = _Rows(n_total), _Rows(n_total)
 
     def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
-        if name == head_in:  # straight into its preallocated rows: one copy
+        if name == plan.head_in:  # straight into its preallocated rows: one copy
             shapes[name] = tuple(out.shape[1:])
             head_rows.write(out)
             return None
@@ -446,23 +514,33 @@ def extract_activations(
             maps[name].append(out.to("cpu", torch.float32, copy=True))
         return pool_output(out, pool)
 
-    with ActivationRecorder(model, hooked, reduce) as rec:
+    with ActivationRecorder(model, plan.hooked, reduce) as rec:
         labels, ids = _run_batches(
             rec, first, batches, device, progress, (head_rows, logit_rows), n_total
         )
-    logits = logit_rows.result()
-    n = logits.shape[0]
+    return _Recording(rec.records, head_rows, logit_rows, labels, ids, maps, shapes)
+
+
+def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray:
+    """The given ids (checked complete and unique) or ``"0", "1", ...``."""
     ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
     if len(ids) != n:
         raise ValueError("data: ids were given for some batches only.")
     if not info.get("unique_ids") and len(pd.unique(ids)) != n:
         raise ValueError("data: sample ids are not unique.")
-    index = _LazyIndex(ids)
+    return ids
 
+
+def _feature_values(plan: _LayerPlan, rec: _Recording, index) -> tuple[np.ndarray, list[str]]:
+    """The ``(N, p)`` feature matrix (checked finite) and its column names; fills in the
+    unit shape of a layer recorded through the head's input."""
+    shapes = rec.shapes
     blocks, cols = [], []
-    for name in names:
-        src = head_in if name == input_layer else name
-        arr = (head_rows.result() if src == head_in else torch.cat(rec.records[src])).numpy()
+    for name in plan.names:
+        src = plan.head_in if name == plan.input_layer else name
+        arr = (
+            rec.head_rows.result() if src == plan.head_in else torch.cat(rec.records[src])
+        ).numpy()
         if name != src:
             shapes.setdefault(name, shapes[src])
         conv = len(shapes[name]) == 3
@@ -471,40 +549,25 @@ def extract_activations(
     values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     if not np.isfinite(values.sum()):  # a finite sum means every value is finite
         chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
+    return values, cols
 
-    out_link = head_desc.link if head_desc is not None else link
-    k = logits.shape[1]
-    cls_names = (
-        list(head_desc.classes)
-        if head_desc is not None and len(head_desc.classes) == k
-        else [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
-    )
-    split_col = _split_column(split, info.get("split"), ids)
-    targets = _targets(labels, n, k)
-    metadata = {
+
+def _class_names(head_desc: Head | None, classes, k: int) -> list[str]:
+    """The head's class names, else ``classes`` when it fits the ``k`` outputs, else 0..k-1."""
+    if head_desc is not None and len(head_desc.classes) == k:
+        return list(head_desc.classes)
+    return [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
+
+
+def _metadata(model, info: dict, pool: str, seed, rec: _Recording) -> dict:
+    return {
         "model_class": type(model).__name__,
         "dataset": info.get("dataset", "user data"),
         "pool": pool,
         "seed": seed,
         "versions": package_versions(),
-        "unit_shapes": {k2: list(v) for k2, v in shapes.items() if k2 in maps},
+        "unit_shapes": {k2: list(v) for k2, v in rec.shapes.items() if k2 in rec.maps},
     }
-    if head_error is not None:
-        metadata["head_error"] = head_error
-        warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
-    kept = {k2: torch.cat(v).numpy() for k2, v in maps.items() if v}
-    return Activations(
-        features=_LazyFrame(
-            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
-        ),
-        obs=_LazyFrame(
-            lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
-        ),
-        head=head_desc,
-        layers=tuple(names),
-        metadata=metadata,
-        maps=kept,
-    )
 
 
 class _LazyIndex:

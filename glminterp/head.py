@@ -363,8 +363,29 @@ def detect_head(
         raise ValueError(f"link={link!r} is not known; use one of {LINKS} or None for auto.")
     example = example[:2].to(model_device(model))
     records, calls = _trace(model, example)
-    modules = dict(model.named_modules())
+    head_idx = _head_index(model, records, head)
+    head_name, head_module = records[head_idx].name, records[head_idx].module
+    k = head_module.out_features
+    link_used, source = _head_link(model, records, head_idx, link, k)
+    input_layer, gap = _traced_input_layer(records, head_idx, calls, input_hook)
+    w, b = _head_weights(head_module, k)
+    return Head(
+        name=head_name,
+        weight=w,
+        bias=b,
+        link=link_used,
+        link_source=source,
+        input_layer=input_layer,
+        gap=gap,
+        classes=_head_classes(classes, link_used, k, head_name),
+    )
+
+
+def _head_index(model: nn.Module, records: list[_Record], head: str | None) -> int:
+    """Index in ``records`` of the head: the last call of the module named ``head``, else the
+    last ``nn.Linear`` call."""
     if head is not None:
+        modules = dict(model.named_modules())
         if head not in modules:
             raise layer_name_error(head, model, argument="head")
         if not isinstance(modules[head], nn.Linear):
@@ -375,20 +396,22 @@ def detect_head(
         idx = [i for i, r in enumerate(records) if r.name == head]
         if not idx:
             raise HeadError(f"head={head!r} did not run in the forward pass.")
-        head_idx = idx[-1]
-    else:
-        linear_idx = [i for i, r in enumerate(records) if isinstance(r.module, nn.Linear)]
-        if not linear_idx:
-            raise HeadError(
-                "No nn.Linear layer runs in the model's forward pass, so there is no GLM head. "
-                "Pass head=<module name> if the output layer is a Linear used indirectly."
-            )
-        head_idx = linear_idx[-1]
-    head_name, head_module = records[head_idx].name, records[head_idx].module
+        return idx[-1]
+    linear_idx = [i for i, r in enumerate(records) if isinstance(r.module, nn.Linear)]
+    if not linear_idx:
+        raise HeadError(
+            "No nn.Linear layer runs in the model's forward pass, so there is no GLM head. "
+            "Pass head=<module name> if the output layer is a Linear used indirectly."
+        )
+    return linear_idx[-1]
+
+
+def _link_after_head(records: list[_Record], head_idx: int) -> tuple[str, str] | None:
+    """The link module run after the head (and its description), if any; anything after the
+    head other than a link function, Identity, Flatten or Dropout raises."""
+    head_name = records[head_idx].name
     # containers that hold the head complete after it: they are not layers after the head
     after = [r for r in records[head_idx + 1 :] if not _is_within(head_name, r.name)]
-
-    # The link: modules executed after the head may only be a link function.
     found_link = None
     for name, module, *_ in after:
         if type(module) in _LINK_MODULES and found_link is None:
@@ -398,7 +421,14 @@ def detect_head(
                 f"Module {name!r} ({type(module).__name__}) runs after the candidate head "
                 f"{head_name!r}; the head must be the last layer. Pass head=<name> explicitly."
             )
-    k = head_module.out_features
+    return found_link
+
+
+def _head_link(
+    model: nn.Module, records: list[_Record], head_idx: int, link: str | None, k: int
+) -> tuple[str, str]:
+    """The head's link and the rule that chose it (see :func:`detect_head`)."""
+    found_link = _link_after_head(records, head_idx)
     if link is not None:
         link_used, source = link, "argument link="
     elif found_link is not None:
@@ -410,10 +440,19 @@ def detect_head(
     else:
         link_used, source = "sigmoid", "assumed: one logit for BCEWithLogitsLoss"
     if link_used == "softmax" and k < 2:
+        head_name = records[head_idx].name
         raise HeadError(f"A softmax head needs at least 2 outputs; {head_name!r} has {k}.")
+    return link_used, source
 
-    # The head's input layer: the latest module (before the head) whose output is the head's
-    # input, or whose spatial mean is (global average pooling -> CAM is defined).
+
+def _traced_input_layer(
+    records: list[_Record], head_idx: int, calls: dict[str, int], input_hook: bool
+) -> tuple[str, bool]:
+    """The head's input layer and whether the head averages its maps (GAP), or
+    ``"<head>#in"`` with ``input_hook``; raises if it cannot be traced."""
+    head_name = records[head_idx].name
+    # the latest module (before the head) whose output is the head's input, or whose spatial
+    # mean is (global average pooling -> CAM is defined)
     input_layer, gap = _input_layer(records, head_idx, calls)
     if input_layer is None and input_hook:
         input_layer = f"{head_name}#in"  # recorded by a forward pre-hook on the head
@@ -425,12 +464,22 @@ def detect_head(
             f"can be recorded, or pass input_hook=True to record the head's input itself "
             f"({head_name + '#in'!r}, what extract_activations does)."
         )
+    return input_layer, gap
+
+
+def _head_weights(head_module: nn.Linear, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 copies of the head's weight ``(K, p)`` and bias ``(K,)`` (zeros if it has none)."""
     w = head_module.weight.detach().to("cpu", torch.float64).numpy().copy()
     b = (
         head_module.bias.detach().to("cpu", torch.float64).numpy().copy()
         if head_module.bias is not None
         else np.zeros(k)
     )
+    return w, b
+
+
+def _head_classes(classes, link_used: str, k: int, head_name: str) -> tuple[str, ...]:
+    """Class names for the ``k`` outputs (a one-output sigmoid head takes the positive one)."""
     if classes is None:
         classes = tuple(str(i) for i in range(k)) if link_used != "sigmoid" or k > 1 else ("1",)
     classes = tuple(str(c) for c in classes)
@@ -442,13 +491,4 @@ def detect_head(
             + (" (a one-output sigmoid head takes 1 name, or 2: negative, positive)."
                if link_used == "sigmoid" and k == 1 else ".")
         )
-    return Head(
-        name=head_name,
-        weight=w,
-        bias=b,
-        link=link_used,
-        link_source=source,
-        input_layer=input_layer,
-        gap=gap,
-        classes=classes,
-    )
+    return classes
