@@ -37,14 +37,26 @@ Steps (each a subcommand; `glminterp <step> --help` for details):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from glminterp.report.studies import DEFAULT_STUDY, STUDIES
-
     p = ErrorParser(
         prog="glminterp", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Add --debug anywhere to see the traceback behind an error.",
     )
     sub = p.add_subparsers(dest="command", metavar="{run,analyze,extract,refit,report}")
+    _add_run_parser(sub)
+
+    from glminterp.cli_analyze import add_parser as add_analyze
+
+    add_analyze(sub)
+    _add_extract_parser(sub)
+    _add_refit_parser(sub)
+    _add_report_parser(sub)
+    return p
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """``glminterp run``: a study end to end."""
+    from glminterp.report.studies import DEFAULT_STUDY, STUDIES
 
     r = sub.add_parser(
         "run", help="run a study end to end and write its report",
@@ -70,9 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="maximum-likelihood solver of the refit (default auto)")
     r.add_argument("--quiet", action="store_true", help="no progress bars or messages")
 
-    from glminterp.cli_analyze import add_parser as add_analyze
 
-    add_analyze(sub)
+def _add_extract_parser(sub: argparse._SubParsersAction) -> None:
+    """``glminterp extract``: activations of a saved model."""
     e = sub.add_parser(
         "extract", help="extract activations from a saved model",
         description="Rebuild a reference architecture from a state dict (torch.load with "
@@ -91,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="split seed; use the one the model was trained with (default 0)")
     e.add_argument("--quiet", action="store_true")
 
+
+def _add_refit_parser(sub: argparse._SubParsersAction) -> None:
+    """``glminterp refit``: the head as a GLM from saved activations."""
     f = sub.add_parser(
         "refit", help="refit the head from saved activations",
         description="Refit the network's head as a GLM on the refit split of saved activations "
@@ -112,13 +127,15 @@ def _parser() -> argparse.ArgumentParser:
                    "ridge: penalized inference; pca: principal components of the units)")
     f.add_argument("--quiet", action="store_true")
 
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
+    """``glminterp report``: re-render a report from saved results."""
     g = sub.add_parser(
         "report", help="re-render report.html from saved results",
         description="Rebuild report.html in a folder from its saved results (report.json, or "
         "coefficients.csv and fit.json as written by `glminterp refit`).",
     )
     g.add_argument("folder")
-    return p
 
 
 def _int_at_least(low: int):

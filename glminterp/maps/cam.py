@@ -747,75 +747,29 @@ def class_activation_maps(
     -------
     CAMResult
     """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}; use one of {METHODS}.")
-    if normalize not in NORMALIZE:
-        raise ValueError(f"normalize={normalize!r}; use 'minmax' or None.")
-    if intercept not in INTERCEPT:
-        raise ValueError(f"intercept={intercept!r}; use one of {INTERCEPT}.")
-    if gradcampp_alpha not in GRADCAMPP_ALPHA:
-        raise ValueError(f"gradcampp_alpha={gradcampp_alpha!r}; use one of {GRADCAMPP_ALPHA}.")
-    alpha = check_real("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
-    n_sim = check_int("n_sim", n_sim, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
-    x, ids = _as_tensor(inputs)
-    if x.shape[0] == 0:
-        raise ValueError("inputs is empty.")
-    ids = tuple(str(s) for s in sample_ids) if sample_ids is not None else ids
-    ids = ids if ids is not None else tuple(str(i) for i in range(x.shape[0]))
-    if len(ids) != x.shape[0]:
-        raise ValueError(f"sample_ids has {len(ids)} entries for {x.shape[0]} images.")
+    alpha, batch_size, n_sim, seed = _check_options(
+        method, normalize, intercept, gradcampp_alpha, alpha, batch_size, n_sim, seed
+    )
+    x, ids = _images_and_ids(inputs, sample_ids)
     if parametrization is None:
         parametrization = "sum_to_zero" if method == "cam" else "network"
     _check_parametrization(parametrization)
     relu = (method != "cam") if relu is None else bool(relu)
-    if head is None and isinstance(getattr(coefficients, "head", None), Head):
-        head = coefficients.head  # the refit's head: its link (e.g. sigmoid) is not re-guessed
-    if head is None:
-        try:
-            head = detect_head(model, x[:2].to(model_device(model)), input_hook=True)
-        except HeadError:
-            if method == "cam":
-                raise
-    if layer is None:
-        if head is None:
-            raise ValueError("layer=None needs a detectable head; pass layer=<conv module name>.")
-        layer = head.input_layer
-    resolve_layers(model, layer)
+    head, layer = _head_and_layer(model, x, coefficients, head, layer, method)
     size = tuple(x.shape[-2:]) if upsample else None
     spread = intercept == "spread"
 
     if method == "cam":
-        _check_cam_layer(head, layer)
-        acts = _record_maps(model, x, layer, batch_size)
-        coefs = resolve_coefficients(coefficients, head, layer, acts.shape[1], parametrization)
-        cols = _select_classes(classes, coefs.classes, tuple(head.classes))
-        raw_lo = _linear_maps(acts, coefs.params[:, cols], spread)
-        note = _param_note(head, parametrization)
-        mapped = tuple(coefs.classes[c] for c in cols)
+        raw_lo, acts, coefs, cols, mapped, note = _cam_maps(
+            model, x, layer, head, coefficients, classes, parametrization, spread, batch_size
+        )
     else:
         if coefficients is not None:
             raise ValueError("coefficients apply to method='cam' only.")
-        link = head.link if head is not None else "identity"
-        score_module = head.name if head is not None else None
-        with model_guard(model), torch.inference_mode():
-            n_out = model(x[:1].to(model_device(model))).shape[1]
-        labels = tuple(head.classes) if head is not None and len(head.classes) == n_out else tuple(
-            str(i) for i in range(n_out)
-        )
-        avail = labels[1:] if link == "softmax" and parametrization == "reference" else labels
-        cols = _select_classes(classes, avail, labels)
         coefs = None
-        parts = [
-            _gradient_maps(model, x[s : s + batch_size], layer, score_module, cols,
-                           parametrization, link, method, gradcampp_alpha)
-            for s in range(0, x.shape[0], batch_size)
-        ]
-        raw_lo = torch.cat([p[0] for p in parts])
-        acts = torch.cat([p[1] for p in parts])
-        note = "" if head is None else _param_note(head, parametrization)
-        mapped = tuple(avail[c] for c in cols)
+        raw_lo, acts, cols, mapped, note = _gradient_cams(
+            model, x, layer, head, classes, parametrization, method, gradcampp_alpha, batch_size
+        )
     size = size or tuple(raw_lo.shape[-2:])
     maps, raw = _finish(raw_lo, relu, normalize, size)
     extra: dict[str, Any] = {}
@@ -829,6 +783,102 @@ def class_activation_maps(
         upsample=upsample, alpha=alpha, n_sim=n_sim, seed=seed, activations=acts.numpy(),
         coefficients=coefs, note=note, **extra,
     )
+
+
+def _check_options(
+    method: str, normalize: str | None, intercept: str, gradcampp_alpha: str, alpha: float,
+    batch_size: int, n_sim: int, seed: int,
+) -> tuple[float, int, int, int]:
+    """Validate :func:`class_activation_maps`' options; returns the checked numbers."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; use one of {METHODS}.")
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize={normalize!r}; use 'minmax' or None.")
+    if intercept not in INTERCEPT:
+        raise ValueError(f"intercept={intercept!r}; use one of {INTERCEPT}.")
+    if gradcampp_alpha not in GRADCAMPP_ALPHA:
+        raise ValueError(f"gradcampp_alpha={gradcampp_alpha!r}; use one of {GRADCAMPP_ALPHA}.")
+    alpha = check_real("alpha", alpha, minimum=0.0, maximum=1.0, open_min=True, open_max=True)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    n_sim = check_int("n_sim", n_sim, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    return alpha, batch_size, n_sim, seed
+
+
+def _images_and_ids(
+    inputs: torch.Tensor | LabeledImages, sample_ids: list[str] | None
+) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """The image tensor and one id per image (given, from LabeledImages, or ``"0", "1", ...``)."""
+    x, ids = _as_tensor(inputs)
+    if x.shape[0] == 0:
+        raise ValueError("inputs is empty.")
+    ids = tuple(str(s) for s in sample_ids) if sample_ids is not None else ids
+    ids = ids if ids is not None else tuple(str(i) for i in range(x.shape[0]))
+    if len(ids) != x.shape[0]:
+        raise ValueError(f"sample_ids has {len(ids)} entries for {x.shape[0]} images.")
+    return x, ids
+
+
+def _head_and_layer(
+    model: nn.Module, x: torch.Tensor, coefficients: Any, head: Head | None, layer: str | None,
+    method: str,
+) -> tuple[Head | None, str]:
+    """The head (given, the refit's, or detected; None allowed for Grad-CAM) and the map layer."""
+    if head is None and isinstance(getattr(coefficients, "head", None), Head):
+        head = coefficients.head  # the refit's head: its link (e.g. sigmoid) is not re-guessed
+    if head is None:
+        try:
+            head = detect_head(model, x[:2].to(model_device(model)), input_hook=True)
+        except HeadError:
+            if method == "cam":
+                raise
+    if layer is None:
+        if head is None:
+            raise ValueError("layer=None needs a detectable head; pass layer=<conv module name>.")
+        layer = head.input_layer
+    resolve_layers(model, layer)
+    return head, layer
+
+
+def _cam_maps(
+    model: nn.Module, x: torch.Tensor, layer: str, head: Head, coefficients: Any, classes: Any,
+    parametrization: str, spread: bool, batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, CAMCoefficients, Any, tuple, str]:
+    """CAM: the layer's maps weighted by the resolved coefficients, before upsampling."""
+    _check_cam_layer(head, layer)
+    acts = _record_maps(model, x, layer, batch_size)
+    coefs = resolve_coefficients(coefficients, head, layer, acts.shape[1], parametrization)
+    cols = _select_classes(classes, coefs.classes, tuple(head.classes))
+    raw_lo = _linear_maps(acts, coefs.params[:, cols], spread)
+    note = _param_note(head, parametrization)
+    mapped = tuple(coefs.classes[c] for c in cols)
+    return raw_lo, acts, coefs, cols, mapped, note
+
+
+def _gradient_cams(
+    model: nn.Module, x: torch.Tensor, layer: str, head: Head | None, classes: Any,
+    parametrization: str, method: str, gradcampp_alpha: str, batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, Any, tuple, str]:
+    """Grad-CAM(++): gradient-weighted maps of the chosen class scores, before upsampling."""
+    link = head.link if head is not None else "identity"
+    score_module = head.name if head is not None else None
+    with model_guard(model), torch.inference_mode():
+        n_out = model(x[:1].to(model_device(model))).shape[1]
+    labels = tuple(head.classes) if head is not None and len(head.classes) == n_out else tuple(
+        str(i) for i in range(n_out)
+    )
+    avail = labels[1:] if link == "softmax" and parametrization == "reference" else labels
+    cols = _select_classes(classes, avail, labels)
+    parts = [
+        _gradient_maps(model, x[s : s + batch_size], layer, score_module, cols,
+                       parametrization, link, method, gradcampp_alpha)
+        for s in range(0, x.shape[0], batch_size)
+    ]
+    raw_lo = torch.cat([p[0] for p in parts])
+    acts = torch.cat([p[1] for p in parts])
+    note = "" if head is None else _param_note(head, parametrization)
+    mapped = tuple(avail[c] for c in cols)
+    return raw_lo, acts, cols, mapped, note
 
 
 def _check_cam_layer(head: Head, layer: str) -> None:

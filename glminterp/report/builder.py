@@ -649,12 +649,28 @@ def add_refit_sections(
     Works from saved results only (the tidy coefficient table and the ``fit.json`` record), so
     ``glminterp report`` can rebuild these sections without the fitted model.
     """
-    from glminterp.plots import analysis as analysis_plots
-    from glminterp.plots import refit as refit_plots
-    from glminterp.report import summary as summ
-
     fit = dict(fit)
     alpha = float(fit.get("alpha") or 0.05)
+    remedy = fit.get("remedy")
+    _fit_section(rb, fit, remedy)
+    _diagnostics_section(rb, fit, remedy)
+    _overview(rb, coefficients, fit, alpha)
+    if coefficients is None or coefficients.empty:
+        for sec in ("coefficients", "forest", "heatmap", "agreement"):
+            rb.note(sec, "Not available: no coefficients (the refit did not run or failed).")
+        return
+    coef = _coefficient_tables(rb, coefficients, fit, table_rows)
+    _coefficient_figures(rb, coefficients, coef, top, alpha)
+    _agreement_section(rb, coefficients, coef, fit, alpha)
+
+
+def _has_remedy(remedy: object) -> bool:
+    """Whether the refit record names a remedy (penalized or reduced inference)."""
+    return isinstance(remedy, Mapping) and bool(remedy.get("name"))
+
+
+def _fit_section(rb: ReportBuilder, fit: Mapping, remedy: object) -> None:
+    """Fit statistics, the refit's error if any, and the remedy warning."""
     stats = fit.get("fit") or {}
     head = {k: fit[k] for k in ("family", "parametrization", "n_obs", "alpha") if fit.get(k) is not None}
     items = {**head, **_flat_items(stats)} if isinstance(stats, Mapping) else head
@@ -662,30 +678,22 @@ def add_refit_sections(
         rb.items("fit", items, caption="Model fit on the refit split")
     if fit.get("error"):
         rb.note("fit", f"The refit failed: {fit['error']}")
-    ag = fit.get("agreement")
-
-    remedy = fit.get("remedy")
-    if isinstance(remedy, Mapping) and remedy.get("name"):
+    if _has_remedy(remedy):
         msg = (f"PENALIZED / REDUCED INFERENCE: this refit used remedy={remedy['name']!r}, not "
                f"the maximum-likelihood estimate. {remedy.get('inference') or ''}".strip())
         rb.warning("fit", msg)
         rb.warning("coefficients", msg)
+
+
+def _diagnostics_section(rb: ReportBuilder, fit: Mapping, remedy: object) -> None:
+    """Checks before and after fitting: separation, PCA loadings, EPP, dropped units, warnings."""
     diag = fit.get("diagnostics")
     if isinstance(diag, Mapping) and diag:
         shown = {k: v for k, v in diag.items() if k != "separation"}
         rb.items("diagnostics", _flat_items(shown), caption="Checks before and after fitting")
     elif isinstance(diag, list) and diag:
         rb.table("diagnostics", pd.DataFrame(diag), caption="Diagnostics")
-    sep = fit.get("separation")
-    if sep:
-        frame = pd.DataFrame(sep)
-        n_sep = int(frame["separated"].astype(bool).sum()) if "separated" in frame else 0
-        rb.table("diagnostics", frame, caption="Separation check before the fit (Konis 2007 "
-                 "linear program): a separated check means the maximum-likelihood estimate does "
-                 "not exist for it; units are the separating direction's, largest first")
-        if n_sep and not (isinstance(remedy, Mapping) and remedy.get("name")):
-            rb.warning("diagnostics", f"{n_sep} separation check(s) found (quasi-)complete "
-                       "separation: the maximum-likelihood estimate does not exist.")
+    _separation_table(rb, fit.get("separation"), remedy)
     if isinstance(remedy, Mapping) and remedy.get("pca_loadings"):
         rb.table("diagnostics", pd.DataFrame(remedy["pca_loadings"]), max_rows=40,
                  caption="PCA remedy: loadings of the units on the components used")
@@ -704,11 +712,24 @@ def add_refit_sections(
     if not rb.sections["diagnostics"]:
         rb.note("diagnostics", "The refit recorded no diagnostics.")
 
-    _overview(rb, coefficients, fit, alpha)
-    if coefficients is None or coefficients.empty:
-        for sec in ("coefficients", "forest", "heatmap", "agreement"):
-            rb.note(sec, "Not available: no coefficients (the refit did not run or failed).")
+
+def _separation_table(rb: ReportBuilder, sep: object, remedy: object) -> None:
+    """The separation check's table, and a warning when separation was found and not remedied."""
+    if not sep:
         return
+    frame = pd.DataFrame(sep)
+    n_sep = int(frame["separated"].astype(bool).sum()) if "separated" in frame else 0
+    rb.table("diagnostics", frame, caption="Separation check before the fit (Konis 2007 "
+             "linear program): a separated check means the maximum-likelihood estimate does "
+             "not exist for it; units are the separating direction's, largest first")
+    if n_sep and not _has_remedy(remedy):
+        rb.warning("diagnostics", f"{n_sep} separation check(s) found (quasi-)complete "
+                   "separation: the maximum-likelihood estimate does not exist.")
+
+
+def _coefficient_tables(rb: ReportBuilder, coefficients: pd.DataFrame, fit: Mapping,
+                        table_rows: int) -> pd.DataFrame:
+    """The coefficient table sorted by |z| and the per-unit tests; returns the sorted table."""
     coef = coefficients.copy()
     coef = coef.reindex(coef["z"].abs().sort_values(ascending=False, kind="stable").index)
     cols = [c for c in ("class", "term", "coef", "se", "z", "p", "p_holm", "p_bh", "ci_lower",
@@ -728,12 +749,27 @@ def add_refit_sections(
         rb.table("coefficients", pd.DataFrame(unit_lr), caption="Per-unit likelihood-ratio test "
                  "(refit without the unit; preferred to Wald when events per parameter are few)",
                  max_rows=table_rows, csv="unit_lr_tests.csv")
+    return coef
+
+
+def _coefficient_figures(rb: ReportBuilder, coefficients: pd.DataFrame, coef: pd.DataFrame,
+                         top: int, alpha: float) -> None:
+    """The forest plot of the top coefficients and the z heatmap."""
+    from glminterp.plots import refit as refit_plots
 
     rb.figure("forest", refit_plots.forest_plot(coef, top=top, alpha=alpha), "forest",
               caption=f"Top {top} unit coefficients by |z| with {100 * (1 - alpha):g}% CIs; "
               "red: significant after Holm correction.")
     rb.figure("heatmap", refit_plots.z_heatmap(coefficients), "z_heatmap",
               caption="Wald z of every unit coefficient, per class.")
+
+
+def _agreement_section(rb: ReportBuilder, coefficients: pd.DataFrame, coef: pd.DataFrame,
+                       fit: Mapping, alpha: float) -> None:
+    """Network weights against the GLM's estimates, and the head-equals-MLE Wald test."""
+    from glminterp.plots import analysis as analysis_plots
+    from glminterp.report import summary as summ
+
     comparison = (summ.comparison_frame(coefficients, alpha)
                   if "network_weight" in coef.columns else pd.DataFrame())
     if len(comparison):
@@ -748,6 +784,7 @@ def add_refit_sections(
                      if comparison.attrs.get("n_degenerate") else ""))
     else:
         rb.note("agreement", "Network weights are not available for this refit.")
+    ag = fit.get("agreement")
     if isinstance(ag, Mapping) and ag:
         rb.items("agreement", _flat_items(ag),
                  caption="Wald test of H0: the network's head equals the refit MLE")

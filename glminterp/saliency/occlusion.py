@@ -14,8 +14,9 @@ The window positions are those of ``captum.attr.Occlusion``: top-left corners at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -259,57 +260,21 @@ def occlusion(
     base_img = _baseline_tensor(baseline, images)
     link_used = resolve_link(model, images[:1].to(device), link)
     positions = [(r, col) for r in rows for col in cols]
-    n_pos = len(positions)
-
-    def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if layer is None:
-            return class_probabilities(model(x), link_used), None
-        out, act = forward_with_layer(model, x, layer)
-        act = act.reshape(act.shape[0], act.shape[1], -1).sum(dim=2) if act.dim() > 2 else act
-        return class_probabilities(out, link_used), act
+    run = partial(_forward, model, layer=layer, link=link_used)
 
     with eval_mode(model), torch.inference_mode():
         # Unoccluded pass: target, base probability and the strongest map per image.
-        base_p, base_a = [], []
-        for s in range(0, n, batch_size):
-            p, a = run(images[s : s + batch_size].to(device))
-            base_p.append(p.cpu().double())
-            if a is not None:
-                base_a.append(a.cpu().double())
-        prob0 = torch.cat(base_p).numpy()
+        prob0, acts0 = _unoccluded_pass(run, images, device, batch_size)
         targets = _targets(target, labels, prob0.argmax(axis=1), n)
         if targets.min() < 0 or targets.max() >= prob0.shape[1]:
             raise ValueError(f"target classes must lie in 0..{prob0.shape[1] - 1}.")
         chan = act0 = None
-        if layer is not None:
-            acts0 = torch.cat(base_a).numpy()
-            if channel is None:
-                chan = acts0.argmax(axis=1)
-            else:
-                chan = np.broadcast_to(np.asarray(channel, dtype=int), (n,)).copy()
-                if chan.min() < 0 or chan.max() >= acts0.shape[1]:
-                    raise ValueError(f"channel must lie in 0..{acts0.shape[1] - 1}.")
+        if acts0 is not None:
+            chan = _tracked_channel(acts0, channel, n)
             act0 = acts0[np.arange(n), chan]
-
-        prob = np.empty((n, n_pos))
-        label = np.empty((n, n_pos), dtype=int)
-        act = np.empty((n, n_pos)) if layer is not None else None
-        total = n * n_pos
-        for s in range(0, total, batch_size):
-            flat = np.arange(s, min(s + batch_size, total))
-            img_idx, pos_idx = flat // n_pos, flat % n_pos
-            x = images[torch.as_tensor(img_idx)].clone()
-            for b, k in enumerate(pos_idx):
-                r, col = positions[k]
-                patch = base_img if base_img.shape[1] == 1 else base_img[:, r : r + wh, col : col + ww]
-                x[b, :, r : r + wh, col : col + ww] = patch
-            p, a = run(x.to(device))
-            p = p.cpu().double().numpy()
-            prob[img_idx, pos_idx] = p[np.arange(len(flat)), targets[img_idx]]
-            label[img_idx, pos_idx] = p.argmax(axis=1)
-            if act is not None:
-                a = a.cpu().double().numpy()
-                act[img_idx, pos_idx] = a[np.arange(len(flat)), chan[img_idx]]
+        prob, label, act = _occluded_pass(
+            run, images, base_img, positions, (wh, ww), targets, chan, device, batch_size
+        )
 
     shape = (n, len(rows), len(cols))
     return OcclusionResult(
@@ -328,3 +293,67 @@ def occlusion(
         baseline=base_img.numpy().astype(np.float64),
         layer=layer,
     )
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, *, layer: str | None, link: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class probabilities of ``x`` and, with a ``layer``, each feature map's total activation."""
+    if layer is None:
+        return class_probabilities(model(x), link), None
+    out, act = forward_with_layer(model, x, layer)
+    act = act.reshape(act.shape[0], act.shape[1], -1).sum(dim=2) if act.dim() > 2 else act
+    return class_probabilities(out, link), act
+
+
+def _unoccluded_pass(
+    run: Callable, images: torch.Tensor, device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities (N, K) and total activations per map (N, M) or None on the clean images."""
+    base_p, base_a = [], []
+    for s in range(0, images.shape[0], batch_size):
+        p, a = run(images[s : s + batch_size].to(device))
+        base_p.append(p.cpu().double())
+        if a is not None:
+            base_a.append(a.cpu().double())
+    return torch.cat(base_p).numpy(), torch.cat(base_a).numpy() if base_a else None
+
+
+def _tracked_channel(acts0: np.ndarray, channel: int | Sequence[int] | None, n: int) -> np.ndarray:
+    """The feature map tracked per image: the given one(s) or the most active one."""
+    if channel is None:
+        return acts0.argmax(axis=1)
+    chan = np.broadcast_to(np.asarray(channel, dtype=int), (n,)).copy()
+    if chan.min() < 0 or chan.max() >= acts0.shape[1]:
+        raise ValueError(f"channel must lie in 0..{acts0.shape[1] - 1}.")
+    return chan
+
+
+def _occluded_pass(
+    run: Callable, images: torch.Tensor, base_img: torch.Tensor,
+    positions: list[tuple[int, int]], window: tuple[int, int], targets: np.ndarray,
+    chan: np.ndarray | None, device: torch.device, batch_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Target probability, predicted label and tracked activation (N, positions) per window."""
+    wh, ww = window
+    n, n_pos = images.shape[0], len(positions)
+    prob = np.empty((n, n_pos))
+    label = np.empty((n, n_pos), dtype=int)
+    act = np.empty((n, n_pos)) if chan is not None else None
+    total = n * n_pos
+    for s in range(0, total, batch_size):
+        flat = np.arange(s, min(s + batch_size, total))
+        img_idx, pos_idx = flat // n_pos, flat % n_pos
+        x = images[torch.as_tensor(img_idx)].clone()
+        for b, k in enumerate(pos_idx):
+            r, col = positions[k]
+            patch = base_img if base_img.shape[1] == 1 else base_img[:, r : r + wh, col : col + ww]
+            x[b, :, r : r + wh, col : col + ww] = patch
+        p, a = run(x.to(device))
+        p = p.cpu().double().numpy()
+        prob[img_idx, pos_idx] = p[np.arange(len(flat)), targets[img_idx]]
+        label[img_idx, pos_idx] = p.argmax(axis=1)
+        if act is not None:
+            a = a.cpu().double().numpy()
+            act[img_idx, pos_idx] = a[np.arange(len(flat)), chan[img_idx]]
+    return prob, label, act
