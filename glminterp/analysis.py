@@ -219,7 +219,7 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
         tried.append(cand)
         try:
             res = fit(remedy=cand)
-        except (ValueError, NotImplementedError, FitError) as e:  # unavailable / no optimum
+        except (ValueError, FitError) as e:  # not available for this head / no optimum
             last = e
             continue
         skipped = "" if cand == "firth" else (

@@ -403,10 +403,40 @@ def top_activations(
     n = images.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and the number of inputs ({n}), got {k}.")
+    maxima_np, argmax_np, map_shape = _channel_maxima(model, images, layer, batch_size)
+    glm = None
+    if refit is not None:
+        if cls is None:
+            raise ValueError("cls is needed with refit: the class whose coefficients to attach.")
+        glm = class_coefficients(refit, cls, correction=correction).set_index("unit")
+    channels = _ordered_channels(channels, maxima_np.shape[1], glm)
+    rf = receptive_field(model, layer, tuple(images.shape[1:])) if map_shape is not None else None
+    table, patches = _patch_table(images, channels, k, maxima_np, argmax_np, map_shape, rf, ids)
+    if glm is not None:
+        sub = glm.reindex(table["channel"])
+        table["coef"] = sub["coef"].to_numpy()
+        table["z"] = sub["z"].to_numpy()
+        table["p_adj"] = sub["p_adj"].to_numpy()
+        table["significant"] = (sub["p_adj"] < alpha).to_numpy()
+    projections = None
+    if project:
+        projections = _projections(model, images, layer, table, patches, k, rf, batch_size)
+    return TopPatches(
+        table=table,
+        patches=patches,
+        projections=projections,
+        receptive_field=rf,
+        channels=tuple(channels),
+        layer=layer,
+    )
+
+
+def _channel_maxima(model: nn.Module, images: torch.Tensor, layer: str, batch_size: int):
+    """Per input and channel of ``layer``: the strongest unit's value and its flat position."""
     device = model_device(model)
     maxima, argmax, map_shape = [], [], None
     with eval_mode(model), torch.inference_mode():
-        for s in range(0, n, batch_size):
+        for s in range(0, images.shape[0], batch_size):
             act = capture_layer(model, images[s : s + batch_size].to(device), layer)
             if act.dim() == 4:
                 map_shape = tuple(act.shape[2:])
@@ -418,15 +448,11 @@ def top_activations(
                 raise ValueError(f"Layer {layer!r} output has {act.dim()} dims; need 2 or 4.")
             maxima.append(m.cpu().double())
             argmax.append(a.cpu())
-    maxima_np = torch.cat(maxima).numpy()
-    argmax_np = torch.cat(argmax).numpy()
-    n_ch = maxima_np.shape[1]
+    return torch.cat(maxima).numpy(), torch.cat(argmax).numpy(), map_shape
 
-    glm = None
-    if refit is not None:
-        if cls is None:
-            raise ValueError("cls is needed with refit: the class whose coefficients to attach.")
-        glm = class_coefficients(refit, cls, correction=correction).set_index("unit")
+
+def _ordered_channels(channels, n_ch: int, glm: pd.DataFrame | None) -> list[int]:
+    """The channels to report: as given, else all (ordered by the refit's z when attached)."""
     if channels is None:
         channels = list(range(n_ch))
         if glm is not None:
@@ -435,8 +461,11 @@ def top_activations(
     channels = [int(c) for c in channels]
     if min(channels) < 0 or max(channels) >= n_ch:
         raise ValueError(f"channels must lie in 0..{n_ch - 1}.")
+    return channels
 
-    rf = receptive_field(model, layer, tuple(images.shape[1:])) if map_shape is not None else None
+
+def _patch_table(images, channels, k, maxima_np, argmax_np, map_shape, rf, ids):
+    """The top-``k`` table (one row per channel and rank) and the image patches under each."""
     c_in, h, w = images.shape[1:]
     size = rf.size if rf is not None else (h, w)
     rows = []
@@ -458,35 +487,23 @@ def top_activations(
                  "activation": float(maxima_np[idx, ch]), "row": int(i), "col": int(j),
                  "row0": r0, "row1": r1, "col0": c0, "col1": c1}
             )
-    table = pd.DataFrame(rows)
-    if glm is not None:
-        sub = glm.reindex(table["channel"])
-        table["coef"] = sub["coef"].to_numpy()
-        table["z"] = sub["z"].to_numpy()
-        table["p_adj"] = sub["p_adj"].to_numpy()
-        table["significant"] = (sub["p_adj"] < alpha).to_numpy()
+    return pd.DataFrame(rows), patches
 
-    projections = None
-    if project:
-        idx = np.array(table["index"].to_numpy())
-        proj = deconvnet(
-            model,
-            images[torch.as_tensor(idx)],
-            layer=layer,
-            channel=table["channel"].to_numpy(),
-            unit=table[["row", "col"]].to_numpy() if rf is not None else None,
-            signal="activation",
-            batch_size=min(batch_size, 64),
-        )
-        projections = np.empty_like(patches)
-        for t, (i, j) in enumerate(table[["row", "col"]].to_numpy()):
-            ci, rank = divmod(t, k)
-            projections[ci, rank] = rf.patch(proj[t], int(i), int(j)) if rf is not None else proj[t]
-    return TopPatches(
-        table=table,
-        patches=patches,
-        projections=projections,
-        receptive_field=rf,
-        channels=tuple(channels),
+
+def _projections(model, images, layer, table, patches, k, rf, batch_size) -> np.ndarray:
+    """Deconvnet projection of each top unit (signal = its activation), cut to its field."""
+    idx = np.array(table["index"].to_numpy())
+    proj = deconvnet(
+        model,
+        images[torch.as_tensor(idx)],
         layer=layer,
+        channel=table["channel"].to_numpy(),
+        unit=table[["row", "col"]].to_numpy() if rf is not None else None,
+        signal="activation",
+        batch_size=min(batch_size, 64),
     )
+    projections = np.empty_like(patches)
+    for t, (i, j) in enumerate(table[["row", "col"]].to_numpy()):
+        ci, rank = divmod(t, k)
+        projections[ci, rank] = rf.patch(proj[t], int(i), int(j)) if rf is not None else proj[t]
+    return projections
