@@ -90,6 +90,22 @@ class Estimator(Protocol):
     def result_class(self) -> type: ...
 
 
+class PenalizedLogitEstimator:
+    """Shared by the penalized remedies (ridge, PCA): logit families only, penalized results."""
+
+    name = "penalized"
+
+    @property
+    def result_class(self) -> type:
+        from glminterp.refit.results import PenalizedRefitResult
+
+        return PenalizedRefitResult
+
+    def check(self, model: OutputLayerGLM) -> None:
+        """Logit families only."""
+        model.require_logit(self.name)
+
+
 def check_options(name: str, allowed: tuple[str, ...], kwds: dict) -> dict:
     """Refuse ``remedy_kwds`` an estimator does not know."""
     unknown = sorted(set(kwds) - set(allowed))

@@ -12,6 +12,7 @@ from glminterp.refit.errors import FitError
 from glminterp.refit.estimators.base import (
     EstimatorFit,
     FitContext,
+    PenalizedLogitEstimator,
     binary_targets,
     block_diag,
     check_options,
@@ -30,22 +31,12 @@ def n_components(arr: np.ndarray, scale: bool, min_variance: float) -> int:
     return int(np.searchsorted(frac, min_variance - 1e-12) + 1)
 
 
-class PrincipalComponents:
+class PrincipalComponents(PenalizedLogitEstimator):
     """:func:`glminterp.refit.penalized.fit_pca`: reduced-rank inference."""
 
     name = "pca"
     remedy = "pca"
     options = ("n_components", "scale", "min_variance")
-
-    @property
-    def result_class(self) -> type:
-        from glminterp.refit.results import PenalizedRefitResult
-
-        return PenalizedRefitResult
-
-    def check(self, model) -> None:
-        """Logit families only."""
-        model.require_logit(self.name)
 
     def _fit_one(self, model, c, yc, k, family, scale):
         try:

@@ -9,6 +9,7 @@ from glminterp.refit.errors import FitError
 from glminterp.refit.estimators.base import (
     EstimatorFit,
     FitContext,
+    PenalizedLogitEstimator,
     binary_targets,
     block_diag,
     check_options,
@@ -16,22 +17,12 @@ from glminterp.refit.estimators.base import (
 )
 
 
-class Ridge:
+class Ridge(PenalizedLogitEstimator):
     """:func:`glminterp.refit.penalized.fit_ridge`, multinomial or one binomial fit per output."""
 
     name = "ridge"
     remedy = "ridge"
     options = ("lam", "tol", "max_iter")
-
-    @property
-    def result_class(self) -> type:
-        from glminterp.refit.results import PenalizedRefitResult
-
-        return PenalizedRefitResult
-
-    def check(self, model) -> None:
-        """Logit families only."""
-        model.require_logit(self.name)
 
     def fit(self, model, ctx: FitContext) -> EstimatorFit:
         opts = check_options(self.name, self.options, ctx.options)
