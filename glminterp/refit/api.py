@@ -87,7 +87,8 @@ def refit_output_layer(
     remedy_kwds : dict, optional
         ``"firth"``: ``pl`` (bool, default True: PLR tests and profile CIs; False: Wald;
         softmax heads with K > 2 are Wald only), ``tol``, ``max_iter``. ``"mnbr"``: ``tol``
-        (largest Fisher-metric step, default 1e-8), ``max_iter``. ``"ridge"``: ``lam`` (default 1.0, on the summed log-likelihood
+        (largest Fisher-metric step, default 1e-8), ``max_iter`` (default 1000: the iteration
+        converges linearly, more slowly as parameters / rows grow). ``"ridge"``: ``lam`` (default 1.0, on the summed log-likelihood
         scale), ``tol``, ``max_iter``. ``"pca"``: ``n_components`` (default: the fewest
         components explaining ``min_variance`` = 0.9 of the units' variance), ``scale``
         (standardise units first, default False).
