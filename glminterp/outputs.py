@@ -124,12 +124,16 @@ def check_output_folder(folder: str | Path, *, inputs: Iterable[str | Path] | No
     folder = Path(folder)
     _check_common(folder, inputs, "Output folder")
     if folder.exists():
-        if not folder.is_dir():
+        if not folder.is_dir() and folder.exists():  # (gone meanwhile: a writer's swap)
             raise OutputPathError(
                 f"Output folder {folder} is an existing file; glminterp does not overwrite it. "
                 "Choose a new folder name."
             )
-        if any(folder.iterdir()) and not _ours(folder):
+        try:
+            foreign = any(folder.iterdir()) and not _ours(folder)
+        except FileNotFoundError:  # swapped away by another glminterp writer as we looked
+            foreign = False
+        if foreign:
             raise OutputPathError(
                 f"Output folder {folder} exists and was not written by glminterp (it has no "
                 f"{MARKER_NAME} marker), so it is not replaced. Choose a new or empty folder, or "
@@ -256,7 +260,19 @@ def write_folder(
         ``folder``.
     """
     given = Path(folder)
-    folder = check_output_folder(given, inputs=inputs).resolve()
+    try:
+        folder = check_output_folder(given, inputs=inputs).resolve()
+    except OutputPathError as first:
+        # Another glminterp writer may be swapping this folder in right now (the check saw it
+        # between its two renames): decide again under the lock, where no writer swaps.
+        folder = given.resolve()
+        if given.is_symlink() or not folder.name or not folder.parent.is_dir():
+            raise
+        with _locked(folder):
+            try:
+                check_output_folder(given, inputs=inputs)
+            except OutputPathError:
+                raise first from None
     if not folder.name:
         raise OutputPathError(f"Output folder {folder} has no name; choose a folder below it.")
     folder.parent.mkdir(parents=True, exist_ok=True)
