@@ -26,23 +26,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from refit import simulate  # noqa: E402  (benchmarks/refit.py: the shared synthetic design)
+
 from glminterp import engine as E  # noqa: E402
 from glminterp.refit.class_subset import fit_class_subset  # noqa: E402
 from glminterp.refit.contrasts import contrast_matrix, fit_contrasts  # noqa: E402
-
-
-def simulate(n: int, p: int, k: int, seed: int = 0):
-    """ReLU-like correlated units; labels from a known multinomial logit (as benchmarks/refit)."""
-    rng = np.random.default_rng(seed)
-    r = max(4, p // 8)
-    z = rng.standard_normal((n, r)) @ rng.standard_normal((r, p)) / np.sqrt(r)
-    x = np.maximum(z + 0.7 * rng.standard_normal((n, p)) + rng.normal(0, 0.5, p), 0.0)
-    w = rng.normal(0, 0.5 / np.sqrt(p), (p, k))
-    eta = x @ w + rng.normal(0, 0.3, k)
-    prob = np.exp(eta - eta.max(axis=1, keepdims=True))
-    prob /= prob.sum(axis=1, keepdims=True)
-    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
-    return x, y
 
 
 def rss_mb() -> float:
