@@ -810,6 +810,7 @@ class EngineResult:
         model: str = "default",
         cov_type: str = "nonrobust",
         cov_kwds: dict | None = None,
+        check_rank: bool = True,
     ):
         """Hand the optimum to statsmodels and return its results object.
 
@@ -836,6 +837,10 @@ class EngineResult:
         cov_type, cov_kwds
             Passed to statsmodels' ``fit`` (e.g. ``"HC0"``, ``"cluster"``): robust
             covariances are then statsmodels' own, computed at this optimum.
+        check_rank : bool
+            statsmodels' own rank check of ``[1, x]`` (``MNLogit`` / ``Logit``; a QR of the
+            whole design). Pass False only when the caller has checked the design's rank
+            already (the refit does, in :mod:`glminterp.refit.diagnostics`).
 
         Notes
         -----
@@ -857,11 +862,11 @@ class EngineResult:
         exog = _exog_with_const(x, self.terms)
         endog = y if isinstance(y, pd.Series) else np.asarray(y)
         if self.family == "multinomial":
-            sm_model = sm.MNLogit(endog, exog)
+            sm_model = sm.MNLogit(endog, exog, check_rank=check_rank)
         elif model == "glm":
             sm_model = sm.GLM(endog, exog, family=sm.families.Binomial())
         else:
-            sm_model = sm.Logit(endog, exog)
+            sm_model = sm.Logit(endog, exog, check_rank=check_rank)
         flat = self.params.ravel(order="F")
         kw = {"cov_type": cov_type}
         if cov_kwds is not None:

@@ -109,7 +109,65 @@ class RankReport:
         return self.rank == self.n_columns
 
 
-def rank_report(features: pd.DataFrame, *, rtol: float = _RANK_RTOL) -> RankReport:
+@dataclass(frozen=True)
+class DesignFactor:
+    """The R factor of the column-scaled design ``[1, units] / norms`` (one Householder QR).
+
+    Shared by :func:`rank_report` and :func:`condition_number` so that the ``N x q`` design is
+    factored once (the rest works on ``q x q`` matrices). With the intercept first, the trailing
+    block ``r[1:, 1:]`` is the R factor of the *centred* scaled units (the first Householder
+    reflection projects out the constant column).
+
+    Attributes
+    ----------
+    r : ndarray, shape (q, q)
+    norms : ndarray, shape (q,)
+        Column norms of ``[1, units]`` (zero norms replaced by 1).
+    """
+
+    r: np.ndarray
+    norms: np.ndarray
+
+
+def design_factor(features: pd.DataFrame) -> DesignFactor | None:
+    """:class:`DesignFactor` of ``[1, features]``, or None with fewer rows than columns."""
+    x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+    if x.shape[0] < x.shape[1]:
+        return None
+    norms = np.linalg.norm(x, axis=0)
+    norms[norms == 0] = 1.0
+    x /= norms
+    r = scipy.linalg.qr(x, mode="r", overwrite_a=True, check_finite=False)[0]
+    return DesignFactor(np.triu(r[: x.shape[1]]), norms)
+
+
+# Full rank is *certified* from the factor when the smallest singular value of the centred,
+# unit-norm units exceeds rtol by this factor after every rounding allowance: then each
+# diagonal entry of the pivoted QR (>= the smallest singular value) is far above the rank
+# tolerance, so the pivoted QR of the N x p design would find full rank too. Anything closer
+# to rank deficiency runs that pivoted QR (the exact dependencies need it anyway).
+_CERTIFY_MARGIN = 1e3
+
+
+def _certified_full_rank(factor: DesignFactor, n_rows: int, rtol: float) -> bool:
+    r22 = factor.r[1:, 1:]
+    if r22.shape[1] == 0:
+        return True
+    c = np.linalg.norm(r22, axis=0)  # norms of the centred scaled units
+    if not (np.isfinite(c).all() and c.min() > 0):
+        return False
+    s = np.linalg.svd(r22 / c, compute_uv=False)
+    q = factor.r.shape[0]
+    eps = np.finfo(np.float64).eps
+    # Householder QR is backward stable column by column (Higham 2002, Thm 19.4): the
+    # perturbation of a unit-norm column is at most ~N q eps, i.e. N q eps / c_j relative
+    # to its centred part; the SVD of the q x q block adds ~q eps s_max.
+    delta = n_rows * q * eps * float(np.sqrt(np.sum(1.0 / c**2))) + q * eps * s[0]
+    return bool(s[-1] - delta > _CERTIFY_MARGIN * rtol * (s[0] + delta))
+
+
+def rank_report(features: pd.DataFrame, *, rtol: float = _RANK_RTOL,
+                factor: DesignFactor | None = None) -> RankReport:
     """Find exact collinearity among units (intercept included) by pivoted QR.
 
     Columns are scaled to unit norm first so the tolerance is relative. Units outside the
@@ -122,8 +180,15 @@ def rank_report(features: pd.DataFrame, *, rtol: float = _RANK_RTOL) -> RankRepo
         Units as columns (no intercept column).
     rtol : float
         A diagonal entry of R below ``rtol * |R[0, 0]|`` counts as zero.
+    factor : DesignFactor, optional
+        :func:`design_factor` of the same ``features``. A design whose full rank it certifies
+        (smallest singular value of the centred units far above ``rtol``; see
+        ``_certified_full_rank``) skips the pivoted QR of the ``N x p`` design, whose answer
+        is then the same; any other design runs it.
     """
     names = ["const", *map(str, features.columns)]
+    if factor is not None and _certified_full_rank(factor, len(features), rtol):
+        return RankReport(rank=len(names), n_columns=len(names), dependent=(), dependencies={})
     x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
     # Centring projects out the intercept: units are dependent given the intercept iff their
     # centred columns are. Constant units become zero columns and count as dependent.
@@ -174,8 +239,15 @@ def collinearity_error(report: RankReport) -> CollinearityError:
     )
 
 
-def condition_number(features: pd.DataFrame) -> float:
-    """Condition number of ``[1, units]`` with columns scaled to unit length (Belsley 1980)."""
+def condition_number(features: pd.DataFrame, *, factor: DesignFactor | None = None) -> float:
+    """Condition number of ``[1, units]`` with columns scaled to unit length (Belsley 1980).
+
+    ``factor`` (:func:`design_factor` of the same ``features``): the singular values are those
+    of its ``q x q`` R factor, the same as the design's (no second pass over the rows).
+    """
+    if factor is not None:
+        s = np.linalg.svd(factor.r, compute_uv=False)
+        return float(np.inf if s[-1] == 0 else s[0] / s[-1])
     x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
     norms = np.linalg.norm(x, axis=0)
     norms[norms == 0] = 1.0

@@ -104,7 +104,9 @@ class OutputLayerGLM:
             features = features.drop(columns=list(self.constant))
             rows += [{"unit": u, "reason": r} for u, r in zip(dead["unit"], dead["reason"])]
             self.notes.append(f"dropped {len(self.constant)} constant unit(s): {list(self.constant)}")
-        self.rank = dg.rank_report(features)
+        factor = dg.design_factor(features)  # one QR for the rank and the condition number
+        self.rank = dg.rank_report(features, factor=factor)
+        self._factor = factor if self.rank.full_rank else None
         self.dependencies: dict[str, dict[str, float]] = {}
         if not self.rank.full_rank:
             if on_collinear == "raise":
@@ -123,7 +125,7 @@ class OutputLayerGLM:
         self.x = np.column_stack([np.ones(self.n_obs), features.to_numpy(dtype=np.float64)])
 
     def _check_conditioning(self) -> None:
-        self.condition_number = dg.condition_number(self.features)
+        self.condition_number = dg.condition_number(self.features, factor=self._factor)
         if self.condition_number > dg.CONDITION_WARN:
             self._warn(
                 f"condition number of the scaled design is {self.condition_number:.3g} (> "

@@ -41,7 +41,9 @@ def fit_target(model, target: Target, ctx, start=None):
     fit = eng.fit_multinomial if target.kind == "multinomial" else eng.fit_binomial
     er = _fit_probing(fit, model, target, ctx, start)
     if target.kind == "multinomial":
-        return er.to_statsmodels(model.features, target.y, **kw), er.fisher
+        # the design's rank was checked when the model was built (diagnostics.rank_report):
+        # statsmodels' own check would repeat a QR of the whole design
+        return er.to_statsmodels(model.features, target.y, check_rank=False, **kw), er.fisher
     return er.to_statsmodels(model.features, target.y, model="glm", **kw), er.fisher
 
 
