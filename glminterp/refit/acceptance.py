@@ -56,8 +56,12 @@ class Verdict:
     reason: str
     record: dict = field(default_factory=dict)
 
-    def criterion(self, overlap_by_lp: bool = False) -> str:
-        """The sentence recorded as ``convergence_criterion`` for an accepted fit."""
+    def criterion(self, overlap_by_lp: bool | str = False) -> str:
+        """The sentence recorded as ``convergence_criterion`` for an accepted fit.
+
+        ``overlap_by_lp``: what proved overlap for a fit that is not clean: True or ``"lp"``
+        (the separation linear program), ``"dual"`` (the fit's dual bound on that LP).
+        """
         r = self.record
         text = (
             f"optimum: max scaled score {r.get('score_max', float('nan')):.2g} <= {SCORE_TOL:g}, "
@@ -66,7 +70,10 @@ class Verdict:
         )
         if r.get("info_condition") is not None:
             text += f" (scaled condition number {r['info_condition']:.3g})"
-        if overlap_by_lp:
+        if overlap_by_lp == "dual":
+            text += ("; overlap confirmed by the fit's dual bound on the separation linear "
+                     "program (its optimum is far below the separation threshold)")
+        elif overlap_by_lp:
             text += "; overlap confirmed by the separation linear program"
         return text
 

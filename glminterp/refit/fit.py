@@ -62,11 +62,15 @@ def fit_model(
         raise ValueError("remedy_kwds is only used with a remedy; pass remedy=... or drop it.")
     cov_kwds_n = ds.cluster_groups(cov_type, cov_kwds, model.obs)
     extra_notes = []
-    if est.remedy is not None and not getattr(est, "proves_overlap", False):
-        model.separation_checks(run=True)  # a remedy says whether the data were separated
     ctx = FitContext(cov_type=cov_type, cov_kwds=cov_kwds_n, alpha=float(alpha),
                      maxiter=int(maxiter), on_separation=on_separation, progress=progress,
                      engine=engine, options=dict(remedy_kwds or {}))
+    if est.remedy is not None and not getattr(est, "proves_overlap", False):
+        # a remedy says whether the data were separated: the MLE fit decides where it can
+        # (a clean optimum, or its dual bound on the LP), the LP only where it cannot
+        from glminterp.refit.estimators.ml_fast import decide_separation
+
+        decide_separation(model, ctx)
     fit = est.fit(model, ctx)
     # an estimator with proves_overlap decided separation in fit (clean MLE, else the LP)
     if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True)):

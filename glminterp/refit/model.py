@@ -207,6 +207,10 @@ class OutputLayerGLM:
         ]
 
     # ----------------------------------------------------------------- separation
+    def checked(self, i: int) -> sep.SeparationCheck | None:
+        """Target ``i``'s separation check if it has been decided, else None."""
+        return self._checks.get(i)
+
     def _check_label(self, i: int) -> str:
         return "multinomial" if self.family == "multinomial" else f"binomial: {self.output_classes[i]}"
 
@@ -227,14 +231,51 @@ class OutputLayerGLM:
             self._checks[i] = c
         return self._checks[i]
 
-    def record_overlap(self, i: int, criterion: str) -> None:
-        """Target ``i`` reached a clean optimum: overlap is proven without the LP."""
+    def record_overlap(self, i: int, criterion: str, method: str = "fit",
+                       bound: float | None = None) -> None:
+        """Target ``i`` reached a clean optimum (``"fit"``) or has a dual certificate
+        (``"dual"``, :meth:`certify_overlap`): overlap is proven without the LP."""
         if i not in self._checks:
             q = len(self.terms)
             shape = (q, self.beta_columns) if self.family == "multinomial" else (q,)
             self._checks[i] = sep.SeparationCheck(
-                False, 0.0, (), (), 0, np.zeros(shape), self._check_label(i), method="fit",
+                False, 0.0, (), (), 0, np.zeros(shape), self._check_label(i), method=method,
+                bound=bound,
             )
+
+    def certify_overlap(self, i: int, beta) -> bool:
+        """Prove overlap for target ``i`` from a (not clean) fit ``beta`` without the LP.
+
+        The fitted probabilities bound the separation LP's optimum
+        (:func:`~glminterp.refit.separation.lp_bound_multinomial`); a bound far below the
+        LP's separation threshold decides "no separation", as the LP would. Returns True and
+        records the check (``method="dual"``) if it does; False leaves the LP to decide.
+        """
+        if i in self._checks:
+            return not self._checks[i].separated
+        beta = np.asarray(beta, dtype=np.float64)
+        if not np.isfinite(beta).all():
+            return False
+        t0 = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            if self.family == "multinomial":
+                from glminterp.engine import multinomial_probs
+
+                probs, lse = multinomial_probs(self.x[:, 1:], beta)
+                probs = np.column_stack([np.exp(-lse), probs])
+                bound = sep.lp_bound_multinomial(self.x, self.y, probs)
+            else:
+                from scipy.special import expit
+
+                bound = sep.lp_bound_binomial(self.x, self.y[:, i], expit(self.x @ beta))
+        ok = sep.certifies_overlap(bound, self.n_obs)
+        log.info("separation check (%s): the fit's dual certificate bounds the LP optimum by "
+                 "%.3g (%s) in %.2f s", self._check_label(i), bound,
+                 "no separation: LP not needed" if ok else "not conclusive: LP",
+                 time.perf_counter() - t0)
+        if ok:
+            self.record_overlap(i, "dual certificate", method="dual", bound=bound)
+        return ok
 
     def n_targets(self) -> int:
         return 1 if self.family == "multinomial" else int(self.y.shape[1])

@@ -88,9 +88,14 @@ class SeparationCheck:
         ``(q, K - 1)`` (reference parametrization) for multinomial; zeros if not separated.
     label : str
         What was checked (e.g. ``"multinomial"`` or ``"binomial: 3"``).
-    method : {"lp", "fit"}
+    method : {"lp", "fit", "dual"}
         ``"lp"``: this linear program; ``"fit"``: the maximum-likelihood fit reached a clean
-        optimum, which proves overlap (Albert & Anderson 1984), so no LP was run.
+        optimum, which proves overlap (Albert & Anderson 1984), so no LP was run; ``"dual"``:
+        the fit was not clean, but its fitted probabilities are a dual certificate bounding
+        the LP's optimum far below its separation threshold (:func:`lp_bound_multinomial`),
+        so the LP's answer (no separation) is known without running it.
+    bound : float or None
+        With ``method="dual"``: the certified upper bound on the LP's optimum.
     """
 
     separated: bool
@@ -101,10 +106,11 @@ class SeparationCheck:
     direction: np.ndarray = field(repr=False)
     label: str = ""
     method: str = "lp"
+    bound: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (without the direction)."""
-        return {
+        out = {
             "label": self.label,
             "separated": bool(self.separated),
             "objective": float(self.objective),
@@ -113,6 +119,9 @@ class SeparationCheck:
             "n_rows_separated": int(self.n_rows_separated),
             "method": self.method,
         }
+        if self.bound is not None:
+            out["lp_bound"] = float(self.bound)
+        return out
 
 
 def _scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -366,6 +375,81 @@ def _multinomial_result(xs, y, d, scale, terms, classes) -> SeparationCheck:
         direction=d / scale[:, None],
         label="multinomial",
     )
+
+
+# A dual certificate decides "no separation" only when it bounds the LP's optimum ten times
+# below the LP's own threshold (_OBJ_TOL per row): the LP, solved to HiGHS' tolerances,
+# could then not report separation either.
+_CERTIFY_FRACTION = 0.1
+
+
+def _certified_bound(xs: np.ndarray, w: np.ndarray, lam_min: float) -> float:
+    """``(||xs' w||_1 + rounding allowance) / lam_min``, the sum in extended precision.
+
+    The allowance is the worst-case rounding of the sums (``gamma_N`` times the sum of
+    ``|terms|``, Higham 2002 section 3.1) at the precision used, so the bound is rigorous.
+    """
+    if not (np.isfinite(lam_min) and lam_min > 0):
+        return float("inf")
+    ld = np.longdouble
+    r = xs.astype(ld).T @ w.astype(ld)
+    n = xs.shape[0]
+    gamma = 2.0 * (n + w.shape[-1] if w.ndim > 1 else n + 1) * float(np.finfo(ld).eps)
+    terms = float((np.abs(xs).T @ np.abs(w)).sum()) * (1.0 + 1e-10)
+    return (float(np.abs(r).sum()) + gamma * terms) / lam_min
+
+
+def lp_bound_multinomial(x: np.ndarray, y: np.ndarray, probs: np.ndarray) -> float:
+    """A rigorous upper bound on the optimum of :func:`check_multinomial`'s LP, from a fit.
+
+    For any weights ``lam_nk > 0`` (``k != y_n``) and any feasible ``D`` of the LP (margins
+    ``m_nk = x_n'(d_{y_n} - d_k) >= 0``, ``-1 <= D <= 1``)::
+
+        lam_min * sum m_nk  <=  sum lam_nk m_nk  =  <A' lam, D>  <=  ||A' lam||_1
+
+    (``A`` the LP's constraint rows), so the optimum is at most ``||A' lam||_1 / lam_min``
+    (LP duality; Stiemke's lemma in the limit). With the fitted probabilities as weights,
+    ``A' lam`` is the score of the fit (in the LP's scaled units): a fit with a vanishing
+    score and no vanishing probability bounds the optimum near 0, far below the threshold at
+    which the LP reports separation; near separation some probability vanishes and the bound
+    is useless (the LP is run instead).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, q)
+        Design with the intercept column.
+    y : ndarray of int, shape (N,)
+        Class indices.
+    probs : ndarray, shape (N, K)
+        Fitted probabilities of every class (class 0 first).
+    """
+    xs, _ = _scale(np.asarray(x, dtype=np.float64))
+    n = xs.shape[0]
+    lam = np.array(probs, dtype=np.float64)
+    rows = np.arange(n)
+    lam[rows, y] = np.inf
+    lam_min = float(lam.min())
+    lam[rows, y] = 0.0
+    # coefficient of d_j in sum_k lam_nk m_nk: sum_k lam_nk for j = y_n, -lam_nj otherwise
+    w = -lam.astype(np.longdouble)
+    w[rows, y] = lam.astype(np.longdouble).sum(axis=1)
+    return _certified_bound(xs, w[:, 1:], lam_min)
+
+
+def lp_bound_binomial(x: np.ndarray, y: np.ndarray, mu: np.ndarray) -> float:
+    """The bound of :func:`lp_bound_multinomial` for :func:`check_binomial`'s LP.
+
+    The weights are the fitted probabilities of the other outcome, ``|y_n - mu_n|``.
+    """
+    xs, _ = _scale(np.asarray(x, dtype=np.float64))
+    y = np.asarray(y, dtype=np.float64)
+    lam = np.where(y > 0.5, 1.0 - np.asarray(mu, dtype=np.float64), mu)
+    return _certified_bound(xs, (2.0 * y - 1.0) * lam, float(lam.min()))
+
+
+def certifies_overlap(bound: float, n_rows: int) -> bool:
+    """True if an LP bound is far below the optimum at which the LP reports separation."""
+    return bool(bound <= _CERTIFY_FRACTION * _OBJ_TOL * max(1, n_rows))
 
 
 def advice(split, family: str) -> str:

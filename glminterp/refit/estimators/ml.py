@@ -59,6 +59,7 @@ class _Solved:
     start: str
     overlap_by_lp: bool = False
     rejected: tuple[str, ...] = ()  # earlier attempts: "engine (start): reason"
+    overlap_by: str = "lp"  # what proved overlap for a fit that was not clean: "lp" or "dual"
 
 
 def _engine_module(engine: str):
@@ -144,8 +145,11 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
             model.record_overlap(i, s.verdict.criterion())
     if not doubtful:
         return out
-    checks = {i: model.separation_check(i) for i in doubtful}
-    separated = [i for i in doubtful if checks[i].separated]
+    # the fit's probabilities may prove overlap (a dual bound on the LP) without the LP
+    dual = {i for i in doubtful if solved[i].res is not None
+            and model.certify_overlap(i, np.asarray(solved[i].res.params))}
+    checks = {i: model.separation_check(i) for i in doubtful if i not in dual}
+    separated = [i for i in doubtful if i in checks and checks[i].separated]
     if separated:
         if ctx.on_separation == "raise":
             model.raise_separated([checks[i] for i in separated])
@@ -161,12 +165,16 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
         if not s.verdict.acceptable:
             raise FitError(
                 f"The {targets[i].label} maximum-likelihood fit was not accepted: "
-                f"{'; '.join(s.rejected) or s.verdict.reason}. The data overlap (the separation "
-                "linear program found no separating direction), so the MLE exists: try "
+                f"{'; '.join(s.rejected) or s.verdict.reason}. The data overlap ("
+                + ("the fit's dual bound on the separation linear program excludes a "
+                   "separating direction" if i in dual else "the separation linear program "
+                   "found no separating direction")
+                + "), so the MLE exists: try "
                 "engine='fast' or a larger maxiter, or check the diagnostics (condition number, "
                 "events per parameter)."
             )
         s.overlap_by_lp = True
+        s.overlap_by = "dual" if i in dual else "lp"
         solved[i] = s
     return out
 
@@ -205,7 +213,7 @@ class MaximumLikelihood:
 
     def _assemble(self, model, ctx, targets, solved, warned) -> EstimatorFit:
         accepted = all(s.verdict.acceptable for s in solved)
-        crits = [s.verdict.criterion(s.overlap_by_lp) if s.verdict.acceptable else
+        crits = [s.verdict.criterion(s.overlap_by_lp and s.overlap_by) if s.verdict.acceptable else
                  f"not an optimum: {s.verdict.reason} (separated data)" for s in solved]
         engines = sorted({s.engine for s in solved})
         notes = [f"{t.label}: rejected {'; '.join(s.rejected)}; accepted the {s.engine} "
