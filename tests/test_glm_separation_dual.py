@@ -113,3 +113,19 @@ def test_remedies_on_separated_data_still_find_it(rng, family):
     assert res.separated
     sepd = [c for c in res.diagnostics["separation"] if c["separated"]]
     assert sepd and all(c["method"] == "lp" and "h:001" in c["units"] for c in sepd)
+
+
+def test_every_lp_phase_is_reported_as_it_runs(rng):
+    x, y = simulate_multinomial(rng, 300, COEF[:3])
+    x1 = np.column_stack([np.ones(300), x])
+    lines: list[str] = []
+    c = sep.check_multinomial(x1, y, terms=("const", "a", "b", "c"), classes=("0", "1", "2"),
+                              progress=lines.append)
+    assert not c.separated
+    assert sum("one-vs-rest phase: class" in m for m in lines) == 3
+    assert any(m.startswith("separation LP, full phase: LP 1 on") for m in lines)
+    assert lines[-1].startswith("separation LP, full phase:") and " s" in lines[-1]
+    lines.clear()
+    sep.check_binomial(x1, (y == 1).astype(float), terms=("const", "a", "b", "c"),
+                       progress=lines.append)
+    assert len(lines) == 1 and "LPs on at most" in lines[0]

@@ -73,7 +73,7 @@ def fit_model(
         decide_separation(model, ctx)
     fit = est.fit(model, ctx)
     # an estimator with proves_overlap decided separation in fit (clean MLE, else the LP)
-    if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True)):
+    if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True, progress=progress)):
         extra_notes.append(f"separated data: remedy={est.remedy!r} used instead of the "
                            "maximum-likelihood estimate, which does not exist here")
     fit.notes[:0] = extra_notes

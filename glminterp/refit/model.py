@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from glminterp.head import Head, to_reference
 from glminterp.refit import design as ds
@@ -214,19 +215,33 @@ class OutputLayerGLM:
     def _check_label(self, i: int) -> str:
         return "multinomial" if self.family == "multinomial" else f"binomial: {self.output_classes[i]}"
 
-    def separation_check(self, i: int) -> sep.SeparationCheck:
-        """The Konis linear program for target ``i`` (cached; logged because it can be slow)."""
+    def separation_check(self, i: int, progress: bool = False) -> sep.SeparationCheck:
+        """The Konis linear program for target ``i`` (cached; logged because it can be slow).
+
+        ``progress``: show a progress bar with the last phase's log line (the LP can take
+        minutes at real sizes)."""
         if i not in self._checks or self._checks[i].method != "lp":
             t0 = time.perf_counter()
             log.info("separation check (%s): linear program on %d rows x %d terms",
                      self._check_label(i), self.n_obs, len(self.terms))
-            if self.family == "multinomial":
-                c = sep.check_multinomial(self.x, self.y, terms=self.terms,
-                                          classes=self.head.classes)
-            else:
-                cls = self.output_classes[i]
-                c = sep.check_binomial(self.x, self.y[:, i], terms=self.terms,
-                                       label=self._check_label(i), classes=(f"not {cls}", cls))
+            bar = tqdm(desc=f"separation LP ({self._check_label(i)})", unit="step",
+                       disable=not progress, leave=False)
+
+            def step(msg: str) -> None:
+                bar.set_postfix_str(msg, refresh=False)
+                bar.update(1)
+
+            try:
+                if self.family == "multinomial":
+                    c = sep.check_multinomial(self.x, self.y, terms=self.terms,
+                                              classes=self.head.classes, progress=step)
+                else:
+                    cls = self.output_classes[i]
+                    c = sep.check_binomial(self.x, self.y[:, i], terms=self.terms,
+                                           label=self._check_label(i),
+                                           classes=(f"not {cls}", cls), progress=step)
+            finally:
+                bar.close()
             log.info("separation check done in %.2f s", time.perf_counter() - t0)
             self._checks[i] = c
         return self._checks[i]
@@ -280,12 +295,13 @@ class OutputLayerGLM:
     def n_targets(self) -> int:
         return 1 if self.family == "multinomial" else int(self.y.shape[1])
 
-    def separation_checks(self, run: bool = False) -> tuple[sep.SeparationCheck, ...]:
+    def separation_checks(self, run: bool = False,
+                          progress: bool = False) -> tuple[sep.SeparationCheck, ...]:
         """Checks of every target (``run``: run the LP for any not decided yet)."""
         if run:
             for i in range(self.n_targets()):
                 if i not in self._checks:
-                    self.separation_check(i)
+                    self.separation_check(i, progress)
         return tuple(self._checks[i] for i in sorted(self._checks))
 
     def raise_separated(self, checks) -> None:

@@ -148,7 +148,7 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
     # the fit's probabilities may prove overlap (a dual bound on the LP) without the LP
     dual = {i for i in doubtful if solved[i].res is not None
             and model.certify_overlap(i, np.asarray(solved[i].res.params))}
-    checks = {i: model.separation_check(i) for i in doubtful if i not in dual}
+    checks = {i: model.separation_check(i, ctx.progress) for i in doubtful if i not in dual}
     separated = [i for i in doubtful if i in checks and checks[i].separated]
     if separated:
         if ctx.on_separation == "raise":

@@ -64,7 +64,8 @@ def _fit_probing(fit, model, target: Target, ctx, start):
     er = fit(model.features, target.y, start=start, max_iter=PROBE_ITER)
     if er.converged:
         return er
-    if _saturated(model.x, target, er.params) and model.separation_check(target.index).separated:
+    if (_saturated(model.x, target, er.params)
+            and model.separation_check(target.index, ctx.progress).separated):
         log.info("fit %s stopped after %d iterations: the data are separated", target.label,
                  er.n_iter)
         return er
@@ -118,12 +119,12 @@ def decide_separation(model, ctx) -> None:
         except _FAILURES as e:
             log.info("separation (%s): the fit failed (%s): LP", target.label,
                      type(e).__name__)
-            model.separation_check(i)
+            model.separation_check(i, ctx.progress)
             continue
         if verdict.clean:
             model.record_overlap(i, verdict.criterion())
         elif not model.certify_overlap(i, beta):
-            model.separation_check(i)
+            model.separation_check(i, ctx.progress)
         log.info("separation (%s) decided in %.2f s (%s)", target.label,
                  time.perf_counter() - t0, model.checked(i).method)
 
