@@ -72,7 +72,7 @@ class Verdict:
             text += f" (scaled condition number {r['info_condition']:.3g})"
         if overlap_by_lp == "dual":
             text += ("; overlap confirmed by the fit's dual bound on the separation linear "
-                     "program (its optimum is far below the separation threshold)")
+                     "program (its optimum is below the separation threshold)")
         elif overlap_by_lp:
             text += "; overlap confirmed by the separation linear program"
         return text

@@ -147,7 +147,8 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
         return out
     # the fit's probabilities may prove overlap (a dual bound on the LP) without the LP
     dual = {i for i in doubtful if solved[i].res is not None
-            and model.certify_overlap(i, np.asarray(solved[i].res.params))}
+            and model.certify_overlap(i, np.asarray(solved[i].res.params),
+                                      _model_cov(solved[i].res, ctx))}
     checks = {i: model.separation_check(i, ctx.progress) for i in doubtful if i not in dual}
     separated = [i for i in doubtful if i in checks and checks[i].separated]
     if separated:
@@ -177,6 +178,16 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
         s.overlap_by = "dual" if i in dual else "lp"
         solved[i] = s
     return out
+
+
+def _model_cov(res, ctx) -> np.ndarray | None:
+    """The inverse information of a fit (polishes the dual bound), None for robust covariances."""
+    if ctx.cov_type != "nonrobust" or not hasattr(res, "cov_params"):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cov = np.asarray(res.cov_params(), dtype=np.float64)
+    return cov if np.isfinite(cov).all() else None
 
 
 class MaximumLikelihood:

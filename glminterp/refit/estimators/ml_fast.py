@@ -123,7 +123,7 @@ def decide_separation(model, ctx) -> None:
             continue
         if verdict.clean:
             model.record_overlap(i, verdict.criterion())
-        elif not model.certify_overlap(i, beta):
+        elif not model.certify_overlap(i, beta, er.cov):
             model.separation_check(i, ctx.progress)
         log.info("separation (%s) decided in %.2f s (%s)", target.label,
                  time.perf_counter() - t0, model.checked(i).method)
