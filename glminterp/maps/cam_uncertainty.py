@@ -20,23 +20,21 @@ The simultaneous threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` 
 with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``
 (shared by all images of the class). ``z*`` is a linear map of the draw: at the feature cells
 the simulated field is ``f = V e`` (``V`` the ``h w x r`` matrix of the ``v_i``), and every
-output pixel interpolates at most 2 x 2 cells, ``z*(u) = sum_c kappa_c(u) zeta_c`` with the
-cell z values ``zeta_c = f_c / SE_c`` and ``kappa_c(u) = w_c(u) SE_c / SE(u) >= 0``. Hence
+output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
 (:func:`_sim_thresholds`):
 
 - the draws live in the cell field's own space: ``e`` itself (``r`` numbers) when ``r <= h w``,
   the same numbers as projecting coefficient draws; for wider factors ``g`` with
   ``f = L g``, ``L L' = V V'`` (:func:`field_loadings`, ``h w`` numbers per draw whatever
   ``p``): the same distribution of ``f``, so of the statistic;
-- ``max_u |z*(u)| <= max_c K_c |zeta_c|`` with ``K_c`` the largest ``sum kappa(u)`` over the
-  pixels that cell ``c`` touches: one product per image and a reduction over the ``h w``
-  cells bound every draw, no upsampling;
-- the quantile needs only two order statistics of the ``n_sim`` maxima: they are computed
-  exactly, pixel by pixel over the regions that can hold the maximum, only for the draws
-  whose bound can reach those ranks.
+- with the cell z values ``zeta_c = f_c / SE_c``, ``max_u |z*(u)| <= max_c K_c |zeta_c|``
+  (:func:`_cell_bounds`): one product per image and a reduction over the ``h w`` cells bound
+  every draw, no upsampling;
+- the quantile needs only the ``~ alpha n_sim`` largest maxima: they are computed exactly
+  (upsampled, pixel by pixel) only for the draws whose bound can reach them.
 
-The result is the quantile of the same exact maxima (equal to the full pixel-space
-simulation with the same draws to float32 rounding; :func:`_sim_max_abs_z` and
+The result is the quantile of the same exact maxima: equal to the full pixel-space
+simulation with the same draws to float32 rounding (:func:`_sim_max_abs_z` and
 :func:`_sim_max_abs_z_cells` are those direct references, used by the tests).
 
 Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`): the
@@ -49,7 +47,6 @@ stream of draws per class.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -61,10 +58,9 @@ from threadpoolctl import ThreadpoolController
 
 # image chunks: the feature-resolution factor channels of one class (float64) ...
 _SE_CHUNK_BYTES = 32 * 2**20
-# ... and the (images, draws, locations) float32 block of the simulation, sized to stay in cache
+# ... and the float32 blocks of the simulation: (images, cells, draws) of the bounds, sized to
+# stay in cache, and (images, draws, pixels) of the exact maxima of ~ n_sim / 10 draws (4x)
 _SIM_CHUNK_BYTES = 8 * 2**20
-# ... and the per-pixel interpolation weights of the exact maxima (float64, 4 per pixel)
-_KAPPA_CHUNK_BYTES = 64 * 2**20
 # ... and the factor channels of all classes at once (fast path), sized to stay in L2
 _SE_ALL_CHUNK_BYTES = 2**20
 
@@ -209,59 +205,6 @@ def _cells_cheaper(h: int, w: int, size: tuple[int, int], r: int) -> bool:
 
 
 # ------------------------------------------------------------ simultaneous threshold (bounded)
-@dataclass(frozen=True)
-class _Regions:
-    """Output pixels grouped by the 2 x 2 feature cells they interpolate (one region each).
-
-    Attributes
-    ----------
-    corners : Tensor, shape (R, 4)
-        Flat cell index of the region's corners (a clamped edge repeats a cell, weight 0).
-    weights : Tensor, shape (R, P, 4)
-        Bilinear weight of each corner at each of the region's pixels (rows of padding 0).
-    pixels : Tensor, shape (R, P)
-        Flat output pixel index; padding points at ``H * W`` (a slot whose ``1 / SE`` is 0).
-    """
-
-    corners: torch.Tensor
-    weights: torch.Tensor
-    pixels: torch.Tensor
-
-
-def _axis_groups(u: np.ndarray) -> list[tuple[int, int, list[int], list[tuple[float, float]]]]:
-    """Output rows of a two-tap interpolation matrix grouped by their tap pair (in order)."""
-    groups: dict[tuple[int, int], tuple[list[int], list[tuple[float, float]]]] = {}
-    for y, row in enumerate(u):
-        nz = np.flatnonzero(row)
-        i0, i1 = int(nz[0]), int(nz[-1])
-        rows, wts = groups.setdefault((i0, i1), ([], []))
-        rows.append(y)
-        wts.append((float(row[i0]), float(row[i1]) if i1 > i0 else 0.0))
-    return [(i0, i1, rows, wts) for (i0, i1), (rows, wts) in groups.items()]
-
-
-def _regions(uy: torch.Tensor, ux: torch.Tensor) -> _Regions:
-    """:class:`_Regions` of the interpolation ``U_y (.) U_x'`` (``align_corners=False``)."""
-    big_h, (big_w, w) = uy.shape[0], ux.shape
-    gy, gx = _axis_groups(uy.numpy()), _axis_groups(ux.numpy())
-    py, px = max(len(g[2]) for g in gy), max(len(g[2]) for g in gx)
-    n_reg = len(gy) * len(gx)
-    corners = np.zeros((n_reg, 4), dtype=np.int64)
-    weights = np.zeros((n_reg, py, px, 4))
-    pixels = np.full((n_reg, py, px), big_h * big_w, dtype=np.int64)
-    for a, (y0, y1, rows_y, wy) in enumerate(gy):
-        for b, (x0, x1, rows_x, wx) in enumerate(gx):
-            k = a * len(gx) + b
-            corners[k] = (y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1)
-            wy_a, wx_a = np.array(wy), np.array(wx)  # (rows, 2)
-            blk = np.einsum("ya,xb->yxab", wy_a, wx_a).reshape(len(rows_y), len(rows_x), 4)
-            weights[k, : len(rows_y), : len(rows_x)] = blk
-            pixels[k, : len(rows_y), : len(rows_x)] = np.add.outer(
-                np.array(rows_y) * big_w, np.array(rows_x))
-    return _Regions(torch.from_numpy(corners), torch.from_numpy(weights.reshape(n_reg, -1, 4)),
-                    torch.from_numpy(pixels.reshape(n_reg, -1)))
-
-
 def field_loadings(v: torch.Tensor) -> torch.Tensor:
     """``L`` (b, h w, k) with ``L L' = V V'``: the cell field ``f = V e`` is ``L g``, ``g ~ N(0, I_k)``.
 
@@ -282,135 +225,100 @@ def field_loadings(v: torch.Tensor) -> torch.Tensor:
     return fac
 
 
-def _region_kappa(
-    se_cells: torch.Tensor, se_pix: torch.Tensor, reg: _Regions
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image: ``kappa`` (b, R, 4, P), ``z(u) = sum_c kappa_c(u) zeta_c``, and its bound.
+def _cell_bounds(
+    se_cells: torch.Tensor, se_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor
+) -> torch.Tensor:
+    """``K_c`` (b, h w): ``max_u |z*(u)| <= max_c K_c |zeta_c|`` for every draw.
 
-    ``zeta_c = f_c / SE_c`` is the cell z value; ``kappa_c(u) = w_c(u) SE_c / SE(u) >= 0``.
-    The second output ``K`` (b, R) is ``max_u sum_c kappa_c(u)`` over the region, so that
-    ``max_{u in region} |z(u)| <= K max_c |zeta_c|``.
+    A pixel interpolates cells with weights ``w_c(u) >= 0``, so ``|z*(u)| = |sum_c w_c(u)
+    SE_c zeta_c| / SE(u) <= max_c |zeta_c| (U SE_cells)(u) / SE(u)`` over its cells; ``K_c`` is
+    the largest such ratio over the pixels that cell ``c`` enters (a rectangle).
     """
-    b = se_cells.shape[0]
-    inv = torch.zeros(b, se_pix[0].numel() + 1, dtype=torch.float64)
-    flat = se_pix.reshape(b, -1)
-    inv[:, :-1] = torch.where(flat > 0, 1.0 / flat.clamp_min(1e-300), 0.0)
-    kappa = (reg.weights.transpose(1, 2) * se_cells[:, reg.corners][..., None]
-             * inv[:, reg.pixels][:, :, None, :])  # (b, R, 4, P)
-    return kappa, kappa.sum(2).amax(-1)
-
-
-def _best_region(
-    zt: np.ndarray, kappa: np.ndarray, bound: np.ndarray, corners: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bracket ``max_u |z*(u)|`` of the cell z draws ``zt`` (t, j, h w), float64.
-
-    Returns ``lo`` (t, j), the exact maximum over the region with the largest bound (a lower
-    bound), and the other regions' bounds ``rb`` (t, j, R) (that region's set to -1): only
-    regions whose bound reaches ``lo`` can hold the maximum. NumPy: its gathers of small
-    blocks are much faster than torch's here.
-    """
-    t, j, _ = zt.shape
-    mag = np.abs(zt)
-    rb = np.take(mag, corners[:, 0], axis=2)  # (t, j, R): largest |zeta| at a region's corners
-    for c in range(1, 4):
-        np.maximum(rb, np.take(mag, corners[:, c], axis=2), out=rb)
-    rb *= bound[:, None, :]
-    best = rb.argmax(2).ravel()
-    ii, jj = np.indices((t, j)).reshape(2, -1)
-    lo = _region_values(kappa, zt, corners, ii, best, jj).reshape(t, j)
-    rb[ii, jj, best] = -1.0
-    return lo, rb
-
-
-def _refine(
-    lo: np.ndarray, rb: np.ndarray, zt: np.ndarray, kappa: np.ndarray, corners: np.ndarray,
-    cand: np.ndarray,
-) -> None:
-    """Make ``lo`` exact (in place) at the draws ``cand`` (t, j): every region that can matter."""
-    bi, bj, br = np.nonzero(cand[:, :, None] & (rb >= lo[:, :, None] * (1 - 1e-9)))
-    step = max(1, _KAPPA_CHUNK_BYTES // (32 * kappa.shape[3]))  # bounded gather of kappa
-    for s in range(0, bi.size, step):
-        sl = slice(s, s + step)
-        vals = _region_values(kappa, zt, corners, bi[sl], br[sl], bj[sl])
-        np.maximum.at(lo, (bi[sl], bj[sl]), vals)
-
-
-def _region_values(
-    kappa: np.ndarray, zs: np.ndarray, corners: np.ndarray, i: np.ndarray, r: np.ndarray,
-    j: np.ndarray,
-) -> np.ndarray:
-    """``max_u |sum_c kappa_c(u) zeta_c|`` over region ``r`` of image ``i``, draw ``j``.
-
-    ``kappa`` (t, R, 4, P) and ``zs`` (t, j, h w) are C-contiguous: rows are gathered whole.
-    """
-    t, n_reg, _, n_pix = kappa.shape
-    kap = np.take(kappa.reshape(t * n_reg, 4, n_pix), i * n_reg + r, axis=0)  # (s, 4, P)
-    base = (i * zs.shape[1] + j) * zs.shape[2]
-    zc = np.take(zs, base[:, None] + corners[r])  # (s, 4): flat indices into zs
-    z = np.einsum("scp,sc->sp", kap, zc)
-    return np.abs(z, out=z).max(1)
+    ratio = torch.matmul(uy, torch.matmul(se_cells, ux.T))
+    ratio = torch.where(se_pix > 0, ratio / se_pix.clamp_min(1e-300), 0.0)  # (b, H, W)
+    rows = torch.stack([ratio[:, uy[:, i] > 0].amax(1) for i in range(uy.shape[1])], 1)
+    return torch.stack([rows[:, :, ux[:, i] > 0].amax(2) for i in range(ux.shape[1])], 2)
 
 
 def _upper_bounds(lz: torch.Tensor, kcell: torch.Tensor, draws_t: torch.Tensor) -> torch.Tensor:
-    """``max_j K_j |zeta_j|`` (b, n) per image and draw: an upper bound of ``max_u |z*(u)|``.
+    """``max_c K_c |zeta_c|`` (b, n) per image and draw: an upper bound of ``max_u |z*(u)|``.
 
     One product per image (batched, so an image's numbers do not depend on its chunk) into a
     reused buffer, then in-place ``abs`` and a reduction over the cells.
     """
     b, hw, k = lz.shape
-    scaled = (lz * (kcell * (1 + 1e-4))[..., None]).float()  # margin for float32 rounding
+    scaled = (lz * (kcell.reshape(b, hw) * (1 + 1e-4))[..., None]).float()  # float32 margin
     buf = torch.empty(b, hw, draws_t.shape[1])
     torch.matmul(scaled, draws_t.expand(b, k, -1), out=buf)
     return buf.abs_().amax(1)
 
 
+def _exact_max(
+    zeta: torch.Tensor, se_cells: torch.Tensor, inv_pix: torch.Tensor, uy: torch.Tensor,
+    ux: torch.Tensor,
+) -> torch.Tensor:
+    """``max_u |z*(u)|`` (t, j) of the cell z draws ``zeta`` (t, j, h, w), float32.
+
+    The simulated cell fields ``f = zeta SE`` upsampled (two small products), scaled by
+    ``1 / SE(u)`` (0 where the SE is 0), as in the pixel-space simulation.
+    """
+    q = torch.matmul(zeta * se_cells[:, None], ux.T)  # (t, j, h, W)
+    q = torch.matmul(uy, q)  # (t, j, H, W)
+    q.mul_(inv_pix[:, None]).abs_()
+    return q.flatten(2).amax(2)
+
+
 def _sim_thresholds(
-    v: torch.Tensor, se_pix: torch.Tensor, reg: _Regions, draws: torch.Tensor, alpha: float
+    v: torch.Tensor, se_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor,
+    draws: torch.Tensor, alpha: float,
 ) -> torch.Tensor:
     """``(1 - alpha)`` quantile of ``max_u |z*(u)|`` over the draws, per image: (b,) float64.
 
-    The interpolated quantile only needs the ``m``-th and ``(m - 1)``-th largest maxima,
+    The interpolated quantile only needs the ``m`` largest maxima,
     ``m = n - floor((1 - alpha)(n - 1))``. Every draw gets the cheap bound of
-    :func:`_upper_bounds`; the ``j`` draws with the largest bounds are bracketed
-    (:func:`_best_region`), ``j`` doubling until the ``m``-th largest lower bound reaches the
-    largest bound left out (those draws are then below rank ``m``). Of the bracketed draws,
-    only those whose bracket can reach ranks ``m - 1 .. m`` are computed exactly; the others
-    stand in with a value on their side of those ranks. The two order statistics, hence the
-    quantile, are those of all ``n`` exact maxima.
+    :func:`_upper_bounds`; the maxima are computed exactly (:func:`_exact_max`) for the ``j``
+    draws with the largest bounds, ``j`` doubling until the ``m``-th largest exact maximum
+    reaches the largest bound left out. The draws left out are then at most that order
+    statistic, so the quantile is that of all ``n`` exact maxima.
     """
     b, h, w, _ = v.shape
     n = draws.shape[0]
-    se_cells = torch.linalg.vector_norm(v, dim=3).reshape(b, h * w)
+    se_cells = torch.linalg.vector_norm(v, dim=3)  # (b, h, w)
     inv_cells = torch.where(se_cells > 0, 1.0 / se_cells.clamp_min(1e-300), 0.0)
-    lz = field_loadings(v) * inv_cells[..., None]  # cell z values: zeta = lz g
-    kappa, bound = _region_kappa(se_cells, se_pix, reg)
-    kcell = torch.zeros(b, h * w, dtype=torch.float64).scatter_reduce_(
-        1, reg.corners.reshape(1, -1).expand(b, -1), bound.repeat_interleave(4, dim=1), "amax")
-    ub = _upper_bounds(lz, kcell, draws.T)
-    lz32, kappa, bound = lz.float(), np.ascontiguousarray(kappa.numpy()), bound.numpy()
-    corners = reg.corners.numpy()
+    lz = field_loadings(v) * inv_cells.reshape(b, h * w, 1)  # cell z values: zeta = lz g
+    ub = _upper_bounds(lz, _cell_bounds(se_cells, se_pix, uy, ux), draws.T)
+    lz32, se32, uy32, ux32 = lz.float(), se_cells.float(), uy.float(), ux.float()
+    inv_pix = torch.where(se_pix > 0, 1.0 / se_pix.clamp_min(1e-300), 0.0).float()
     m = n - math.floor((1 - alpha) * (n - 1))
-    vals = np.full((b, n), -1.0)  # below every maximum (>= 0)
-    todo, j = np.arange(b), min(n, m + m // 2 + 16)
-    while todo.size:
+    top = torch.empty(b, m, dtype=torch.float64)  # the m largest maxima, descending
+    todo, j = torch.arange(b), min(n, m + m // 2 + 16)
+    while todo.numel():
         order = torch.topk(ub[todo], min(n, j + 1), dim=1).indices
-        zt = torch.matmul(draws[order[:, :j]], lz32[todo].transpose(1, 2)).double().numpy()
-        lo, rb = _best_region(zt, kappa[todo], bound[todo], corners)  # zt: (t, j, hw)
-        lam = np.partition(lo, j - m, axis=1)[:, j - m]  # m-th largest lower bound
-        done = np.ones(todo.size, dtype=bool)
+        zeta = torch.matmul(draws[order[:, :j]], lz32[todo].transpose(1, 2))  # (t, j, hw)
+        mx = _exact_max(zeta.view(-1, j, h, w), se32[todo], inv_pix[todo], uy32, ux32)
+        best = torch.topk(mx, m, dim=1).values.double()
+        done = torch.ones(todo.numel(), dtype=torch.bool)
         if j < n:
-            done = lam >= ub[todo].gather(1, order[:, j:]).squeeze(1).numpy()
-        lo, rb, zt, lam = lo[done], rb[done], zt[done], lam[done]
-        hi = np.maximum(lo, rb.max(2))
-        mu = np.partition(hi, j - m + 1, axis=1)[:, j - m + 1] if m > 1 else np.inf
-        mu = np.broadcast_to(mu, lam.shape)[:, None]
-        cand = (hi > lo) & (hi >= lam[:, None]) & (lo <= mu)
-        _refine(lo, rb, zt, kappa[todo[done]], corners, cand)
-        rows = todo[done][:, None]
-        vals[rows, order[done, :j].numpy()] = np.where((hi > lo) & ~cand & (lo > mu), np.inf, lo)
+            done = best[:, -1] >= ub[todo].gather(1, order[:, j:])[:, 0]
+        top[todo[done]] = best[done]
         todo, j = todo[~done], min(n, 2 * j)
-    return torch.quantile(torch.from_numpy(vals), 1 - alpha, dim=1)
+    return _lerp_quantile(top, n, 1 - alpha)
+
+
+def _lerp_quantile(top: torch.Tensor, n: int, q: float) -> torch.Tensor:
+    """``torch.quantile(x, q)`` (linear) of ``n`` values from their ``m`` largest ``top``.
+
+    The rank ``q (n - 1)`` falls between the ``m``-th and ``(m - 1)``-th largest values; the
+    interpolation is ``torch.lerp``'s, so the result equals ``torch.quantile`` on all values.
+    """
+    pos = q * (n - 1)
+    m = n - math.floor(pos)
+    weight = pos - math.floor(pos)
+    below = top[:, m - 1]
+    above = top[:, m - 2] if m >= 2 else below
+    if weight < 0.5:
+        return below + weight * (above - below)
+    return above - (above - below) * (1 - weight)
 
 
 def _all_class_se_z(
@@ -568,9 +476,9 @@ def uncertainty(
     mask_s = torch.empty(raw_t.shape, dtype=torch.bool)
     thr = np.full((n, n_cls), np.nan)
     per_se = max(1, _SE_CHUNK_BYTES // (8 * h * w * max(f.shape[0] for f in factors)))
-    reg = _regions(uy, ux)
+    # bounds of all draws (n_sim per cell), exact maxima of ~ n_sim / 10 draws per pixel
     per_sim = max(1, min(_SIM_CHUNK_BYTES // (4 * n_sim * h * w),
-                         _KAPPA_CHUNK_BYTES // (32 * reg.weights.shape[0] * reg.weights.shape[1])))
+                         4 * _SIM_CHUNK_BYTES // (4 * (n_sim // 10 + 32) * size[0] * size[1])))
     for i, (j, fac) in enumerate(zip(class_ids, factors)):
         k = min(fac.shape[0], h * w)  # rank of the cell field (see field_loadings)
         gen = np.random.default_rng([seed, j])  # one seeded stream per class column
@@ -589,7 +497,7 @@ def uncertainty(
             z_c.abs_()
             mask_p[s : s + b, i] = z_c > crit
             q = torch.cat([
-                _sim_thresholds(v[t : t + per_sim], se_c[t : t + per_sim], reg, draws, alpha)
+                _sim_thresholds(v[t : t + per_sim], se_c[t : t + per_sim], uy, ux, draws, alpha)
                 for t in range(0, b, per_sim)
             ])
             thr[s : s + b, i] = q.numpy()
