@@ -254,16 +254,14 @@ def _upper_bounds(lz: torch.Tensor, kcell: torch.Tensor, draws_t: torch.Tensor) 
 
 
 def _exact_max(
-    zeta: torch.Tensor, se_cells: torch.Tensor, inv_pix: torch.Tensor, uy: torch.Tensor,
-    ux: torch.Tensor,
+    f: torch.Tensor, inv_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor
 ) -> torch.Tensor:
-    """``max_u |z*(u)|`` (t, j) of the cell z draws ``zeta`` (t, j, h, w), float32.
+    """``max_u |z*(u)|`` (t, j) of the simulated cell fields ``f`` (t, j, h, w), float32.
 
-    The simulated cell fields ``f = zeta SE`` upsampled (two small products), scaled by
-    ``1 / SE(u)`` (0 where the SE is 0), as in the pixel-space simulation.
+    Upsampled (two small products) and scaled by ``1 / SE(u)`` (0 where the SE is 0), as in
+    the pixel-space simulation.
     """
-    q = torch.matmul(zeta * se_cells[:, None], ux.T)  # (t, j, h, W)
-    q = torch.matmul(uy, q)  # (t, j, H, W)
+    q = torch.matmul(uy, torch.matmul(f, ux.T))  # (t, j, H, W)
     q.mul_(inv_pix[:, None]).abs_()
     return q.flatten(2).amax(2)
 
@@ -276,33 +274,39 @@ def _sim_thresholds(
 
     The interpolated quantile only needs the ``m`` largest maxima,
     ``m = n - floor((1 - alpha)(n - 1))``. Every draw gets the cheap bound of
-    :func:`_upper_bounds`; the maxima are computed exactly (:func:`_exact_max`) for the ``j``
-    draws with the largest bounds, ``j`` doubling until the ``m``-th largest exact maximum
-    reaches the largest bound left out. The draws left out are then at most that order
-    statistic, so the quantile is that of all ``n`` exact maxima.
+    :func:`_upper_bounds`; the maxima are computed exactly (:func:`_exact_max`) in order of
+    decreasing bound: a first block, then (if the ``m``-th largest exact maximum so far, a
+    lower bound of the true one, is below the largest bound left out) every draw whose bound
+    reaches it. The draws left out are then at most that order statistic, so the quantile is
+    that of all ``n`` exact maxima.
     """
     b, h, w, _ = v.shape
     n = draws.shape[0]
     se_cells = torch.linalg.vector_norm(v, dim=3)  # (b, h, w)
     inv_cells = torch.where(se_cells > 0, 1.0 / se_cells.clamp_min(1e-300), 0.0)
-    lz = field_loadings(v) * inv_cells.reshape(b, h * w, 1)  # cell z values: zeta = lz g
-    ub = _upper_bounds(lz, _cell_bounds(se_cells, se_pix, uy, ux), draws.T)
-    lz32, se32, uy32, ux32 = lz.float(), se_cells.float(), uy.float(), ux.float()
+    fac = field_loadings(v)  # cell field f = fac g
+    ub = _upper_bounds(fac * inv_cells.reshape(b, h * w, 1),
+                       _cell_bounds(se_cells, se_pix, uy, ux), draws.T)
+    fac32, uy32, ux32 = fac.float(), uy.float(), ux.float()
     inv_pix = torch.where(se_pix > 0, 1.0 / se_pix.clamp_min(1e-300), 0.0).float()
     m = n - math.floor((1 - alpha) * (n - 1))
-    top = torch.empty(b, m, dtype=torch.float64)  # the m largest maxima, descending
-    todo, j = torch.arange(b), min(n, m + m // 2 + 16)
+    top = torch.full((b, m), -1.0)  # the m largest exact maxima so far, descending
+    todo, s, j = torch.arange(b), 0, min(n, m + m // 4 + 8)
+    ub_sorted, order = torch.topk(ub, min(n, 2 * j + 1), dim=1)  # usually enough; else all
     while todo.numel():
-        order = torch.topk(ub[todo], min(n, j + 1), dim=1).indices
-        zeta = torch.matmul(draws[order[:, :j]], lz32[todo].transpose(1, 2))  # (t, j, hw)
-        mx = _exact_max(zeta.view(-1, j, h, w), se32[todo], inv_pix[todo], uy32, ux32)
-        best = torch.topk(mx, m, dim=1).values.double()
-        done = torch.ones(todo.numel(), dtype=torch.bool)
-        if j < n:
-            done = best[:, -1] >= ub[todo].gather(1, order[:, j:])[:, 0]
-        top[todo[done]] = best[done]
-        todo, j = todo[~done], min(n, 2 * j)
-    return _lerp_quantile(top, n, 1 - alpha)
+        if j >= order.shape[1] and order.shape[1] < n:
+            ub_sorted, order = torch.sort(ub, dim=1, descending=True, stable=True)
+        idx = order[todo, s:j]
+        f = torch.matmul(draws[idx], fac32[todo].transpose(1, 2))  # (t, j - s, hw)
+        mx = _exact_max(f.view(todo.numel(), -1, h, w), inv_pix[todo], uy32, ux32)
+        top[todo] = torch.topk(torch.cat([top[todo], mx], 1), m, dim=1).values
+        if j == n:
+            break
+        lam = top[todo, -1]  # a lower bound of the m-th largest maximum
+        todo = todo[lam < ub_sorted[todo, j]]  # a draw left out could still rank
+        # next: every draw whose bound reaches that lower bound (those alone can rank)
+        s, j = j, int((ub[todo] >= top[todo, -1:]).sum(1).max()) if todo.numel() else n
+    return _lerp_quantile(top.double(), n, 1 - alpha)
 
 
 def _lerp_quantile(top: torch.Tensor, n: int, q: float) -> torch.Tensor:
