@@ -456,20 +456,32 @@ def uncertainty(
         ``sim_threshold`` (N, C) and ``mask_simultaneous``.
     """
     n, p, h, w = acts.shape
-    n_cls = len(class_ids)
-    uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
-    wy, wx = quadratic_weights(uy), quadratic_weights(ux)
     crit = float(stats.norm.ppf(1 - alpha / 2))
     if not simultaneous:
         # all classes at once; the simulation below keeps its per-class path and seeded draws
         aug = np.empty((p + 1, n, h, w))  # channels first, images next: cells are columns
         aug[0] = share
         aug[1:] = acts.permute(1, 0, 2, 3).numpy()
-        quad = [tuple(t.numpy() for t in pair) for pair in (wy, wx)]
+        quad = [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
+                for k, big in ((h, size[0]), (w, size[1]))]
         with _one_blas_thread():
             factors = [sqrt_factor(c) for c in covs]
             se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)
         return {"se": se, "z": z, "mask_pointwise": mask_p, "pointwise_threshold": crit}
+    return _simulated(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed) | {
+        "pointwise_threshold": crit}
+
+
+def _simulated(
+    acts: torch.Tensor, covs: np.ndarray, class_ids: list[int], raw: np.ndarray, share: float,
+    size: tuple[int, int], alpha: float, n_sim: int, seed: int,
+) -> dict[str, Any]:
+    """:func:`uncertainty` with the simultaneous threshold: one class at a time, seeded draws."""
+    n, p, h, w = acts.shape
+    n_cls = len(class_ids)
+    uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
+    wy, wx = quadratic_weights(uy), quadratic_weights(ux)
+    crit = float(stats.norm.ppf(1 - alpha / 2))
     with _one_blas_thread():
         factors = [torch.from_numpy(sqrt_factor(c)) for c in covs]
     # channels last, cells flattened: v = R_c a_i is then one matrix product per class
@@ -506,7 +518,5 @@ def uncertainty(
             ])
             thr[s : s + b, i] = q.numpy()
             mask_s[s : s + b, i] = z_c > q[:, None, None]
-    return {
-        "se": se.numpy(), "z": z.numpy(), "mask_pointwise": mask_p.numpy(),
-        "pointwise_threshold": crit, "sim_threshold": thr, "mask_simultaneous": mask_s.numpy(),
-    }
+    return {"se": se.numpy(), "z": z.numpy(), "mask_pointwise": mask_p.numpy(),
+            "sim_threshold": thr, "mask_simultaneous": mask_s.numpy()}
