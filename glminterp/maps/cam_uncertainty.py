@@ -261,9 +261,14 @@ def _exact_max(
     Upsampled (two small products) and scaled by ``1 / SE(u)`` (0 where the SE is 0), as in
     the pixel-space simulation.
     """
-    q = torch.matmul(uy, torch.matmul(f, ux.T))  # (t, j, H, W)
-    q.mul_(inv_pix[:, None]).abs_()
-    return q.flatten(2).amax(2)
+    t, j, h, w = f.shape
+    step = max(1, _SIM_CHUNK_BYTES // (t * 4 * uy.shape[0] * ux.shape[0]))  # bounded memory
+    out = []
+    for s in range(0, j, step):
+        q = torch.matmul(uy, torch.matmul(f[:, s : s + step], ux.T))  # (t, step, H, W)
+        q.mul_(inv_pix[:, None]).abs_()
+        out.append(q.flatten(2).amax(2))
+    return torch.cat(out, 1)
 
 
 def _sim_thresholds(
