@@ -126,3 +126,30 @@ def test_cell_bound_holds_for_every_draw(lo, hi):
     assert (ub >= exact).all()
     if lo == hi:  # no interpolation: the bound is the maximum (up to its rounding margin)
         np.testing.assert_allclose(ub, exact, rtol=2e-4)
+
+
+def test_public_call_wide_head_uses_seeded_cell_space_draws():
+    # p + 1 = 41 > h w = 25: the class's stream [seed, column] gives (n_sim, h w) draws
+    from glminterp.maps.cam import class_activation_maps
+
+    torch.manual_seed(0)
+    p = 40
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, p, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(3),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(p, 3))
+    x = torch.rand(4, 1, 15, 15)
+    rng = np.random.default_rng(1)
+    coefs = rng.normal(size=(p + 1, 3))
+    root = rng.normal(size=(3, p + 1, p + 1))
+    covs = root @ root.transpose(0, 2, 1) * 0.01
+    r = class_activation_maps(model, x, coefficients=(coefs, covs), parametrization="network",
+                              n_sim=300, seed=6)
+    acts = torch.from_numpy(np.array(r.activations))
+    for c in range(3):
+        fac = torch.from_numpy(cu.sqrt_factor(covs[c]))
+        v = torch.einsum("rk,nkhw->nhwr", fac[:, 1:], acts)
+        g = np.random.default_rng([6, c]).standard_normal((300, 25))
+        lf = cu.field_loadings(v).reshape(4, 5, 5, 25)
+        se, ref = _direct(lf, (15, 15), torch.from_numpy(g).float(), 0.05)
+        np.testing.assert_allclose(r.se[:, c], se, rtol=1e-9)
+        np.testing.assert_allclose(r.sim_threshold[:, c], ref, rtol=2e-6)
