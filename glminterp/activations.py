@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -264,16 +265,15 @@ def _batches(
             raise ValueError(f"data: {n} inputs but {len(y)} labels.")
         if ids is not None and len(ids) != n:
             raise ValueError(f"data: {n} inputs but {len(ids)} ids.")
-        y = None if y is None else chk.label_tensor(y)
+        # labels and ids are checked (and kept) whole: the batch loop only slices the inputs
+        info["labels"] = None if y is None else chk.label_tensor(y).cpu()
+        info["ids"] = ids
 
         def gen():
             for s in range(0, n, batch_size):
-                yield (
-                    x[s : s + batch_size],
-                    None if y is None else y[s : s + batch_size],
-                    None if ids is None else ids[s : s + batch_size],
-                )
+                yield x[s : s + batch_size], None, None if ids is None else ids[s : s + batch_size]
 
+        info["whole"] = True
         return gen(), n, info
     if isinstance(data, torch.utils.data.Dataset):
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -407,17 +407,20 @@ def extract_activations(
     warn_model_input_shape(model, first[0])
     head_desc, head_error = _optional_head(model, first[0].to(device), head, link, classes)
     plan = _plan_layers(model, layers, head_desc, head_error, pool)
-    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool)
+    whole = info.get("whole", False)
+    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool, whole)
+    if whole:
+        rec.labels, rec.ids = info["labels"], [] if info["ids"] is None else [info["ids"]]
     logits = rec.logit_rows.result()
     n = logits.shape[0]
     ids = _sample_ids(rec.ids, n, info)
-    index = _LazyIndex(ids)
+    index = _LazyIndex(ids, n)
     values, cols = _feature_values(plan, rec, index)
 
     out_link = head_desc.link if head_desc is not None else link
     k = logits.shape[1]
     cls_names = _class_names(head_desc, classes, k)
-    split_col = _split_column(split, info.get("split"), ids)
+    split_col = _split_column(split, info.get("split"), index, n)
     targets = _targets(rec.labels, n, k)
     metadata = _metadata(model, info, pool, seed, rec)
     if head_error is not None:
@@ -498,7 +501,7 @@ class _Recording:
 
 
 def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, keep_maps,
-            pool) -> _Recording:
+            pool, whole: bool) -> _Recording:
     """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
     shapes: dict[str, tuple] = {}
@@ -516,14 +519,17 @@ def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, 
 
     with ActivationRecorder(model, plan.hooked, reduce) as rec:
         labels, ids = _run_batches(
-            rec, first, batches, device, progress, (head_rows, logit_rows), n_total
+            rec, first, batches, device, progress, (head_rows, logit_rows), n_total, whole
         )
     return _Recording(rec.records, head_rows, logit_rows, labels, ids, maps, shapes)
 
 
-def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray:
-    """The given ids (checked complete and unique) or ``"0", "1", ...``."""
-    ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
+def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray | None:
+    """The given ids (checked complete and unique), or None for the default ``"0", "1", ...``
+    (built only when a frame needs them)."""
+    if not ids:
+        return None
+    ids = ids[0] if len(ids) == 1 else np.concatenate(ids)
     if len(ids) != n:
         raise ValueError("data: ids were given for some batches only.")
     if not info.get("unique_ids") and len(pd.unique(ids)) != n:
@@ -536,18 +542,19 @@ def _feature_values(plan: _LayerPlan, rec: _Recording, index) -> tuple[np.ndarra
     unit shape of a layer recorded through the head's input."""
     shapes = rec.shapes
     blocks, cols = [], []
+    finite = True
     for name in plan.names:
         src = plan.head_in if name == plan.input_layer else name
-        arr = (
-            rec.head_rows.result() if src == plan.head_in else torch.cat(rec.records[src])
-        ).numpy()
+        t = rec.head_rows.result() if src == plan.head_in else torch.cat(rec.records[src])
+        # a finite sum means every value is finite (torch's sum: ~10x numpy's pairwise one)
+        finite = finite and math.isfinite(t.sum().item())
         if name != src:
             shapes.setdefault(name, shapes[src])
         conv = len(shapes[name]) == 3
-        blocks.append(arr)
-        cols.extend(unit_names(name, arr.shape[1], conv))
+        blocks.append(t.numpy())
+        cols.extend(unit_names(name, t.shape[1], conv))
     values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    if not np.isfinite(values.sum()):  # a finite sum means every value is finite
+    if not finite:
         chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
     return values, cols
 
@@ -571,14 +578,15 @@ def _metadata(model, info: dict, pool: str, seed, rec: _Recording) -> dict:
 
 
 class _LazyIndex:
-    """The ``sample_id`` index, built once when a frame first needs it."""
+    """The ``sample_id`` index (default ``"0", "1", ...``), built once when first needed."""
 
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids, self._index = ids, None
+    def __init__(self, ids: np.ndarray | None, n: int) -> None:
+        self.ids, self.n, self._index = ids, n, None
 
     def __call__(self) -> pd.Index:
         if self._index is None:
-            self._index = pd.Index(self.ids, name="sample_id")
+            ids = self.ids if self.ids is not None else np.arange(self.n).astype(str)
+            self._index = pd.Index(ids, name="sample_id")
         return self._index
 
 
@@ -617,13 +625,17 @@ class _Rows:
         return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
 
 
-def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total):
+def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
+                 whole: bool):
     """Forward every batch through the recorder; logits and the head's input go to ``rows``;
-    returns labels (or None) and the ids arrays."""
+    returns the labels and ids arrays a loader gave per batch (in-memory data holds them
+    whole: nothing to collect)."""
     head_rows, logit_rows = rows
     labels, ids = [], []
-    have_labels = first[1] is not None
+    collect_labels = not whole and first[1] is not None
+    collect_ids = not whole
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
+    forward, model = rec.forward, rec.model
     try:
         with torch.inference_mode():
             for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
@@ -631,19 +643,22 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
                     chk.check_finite_inputs(x, i, logit_rows.pos)
                 if x.device != device:
                     x = x.to(device, non_blocking=True)
-                logit_rows.write(chk.check_output(rec.forward(x), rec.model))
+                out = forward(x)
+                if not isinstance(out, torch.Tensor):
+                    chk.check_output(out, model)
+                logit_rows.write(out)
                 if head_rows.pos != logit_rows.pos and head_rows.pos:
                     raise ValueError("The head's input and output row counts differ.")
-                if have_labels:
+                if collect_labels:
                     labels.append(chk.label_tensor(y))
-                if i is not None:
+                if collect_ids and i is not None:
                     ids.append(np.asarray(i))
                 if bar is not None:
                     bar.update(x.shape[0])
     finally:
         if bar is not None:
             bar.close()
-    return (torch.cat(labels).cpu() if have_labels else None), ids
+    return (torch.cat(labels).cpu() if collect_labels else None), ids
 
 
 def _targets(labels: torch.Tensor | None, n: int, k: int):
@@ -686,8 +701,8 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
     return pd.concat(parts, axis=1)
 
 
-def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
-    n = len(ids)
+def _split_column(split, from_data, index: _LazyIndex, n: int) -> np.ndarray:
+    """Split names per row, checked here (built eagerly only for a Series, which needs ids)."""
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
@@ -695,11 +710,11 @@ def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
     if isinstance(split, str):
         return np.full(n, split)
     if isinstance(split, pd.Series):
-        index = pd.Index(ids)
-        missing = index.difference(split.index)
+        ids = pd.Index(index())
+        missing = ids.difference(split.index)
         if len(missing):
             raise ValueError(f"split: no entry for {len(missing)} sample ids, e.g. {list(missing[:3])}.")
-        return split.reindex(index).to_numpy().astype(str)
+        return split.reindex(ids).to_numpy().astype(str)
     arr = np.asarray(split).astype(str)
     if arr.shape != (n,):
         raise ValueError(f"split: expected {n} names, got shape {arr.shape}.")
