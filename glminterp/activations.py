@@ -415,7 +415,7 @@ def extract_activations(
     n = logits.shape[0]
     ids = _sample_ids(rec.ids, n, info)
     index = _LazyIndex(ids, n)
-    values, cols = _feature_values(plan, rec, index)
+    values, columns = _feature_values(plan, rec, index)
 
     out_link = head_desc.link if head_desc is not None else link
     k = logits.shape[1]
@@ -429,7 +429,7 @@ def extract_activations(
     kept = {k2: torch.cat(v).numpy() for k2, v in rec.maps.items() if v}
     return Activations(
         features=_LazyFrame(
-            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
+            lambda: pd.DataFrame(values, index=index(), columns=columns(), copy=False)
         ),
         obs=_LazyFrame(
             lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
@@ -505,7 +505,7 @@ def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, 
     """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
     shapes: dict[str, tuple] = {}
-    head_rows, logit_rows = _Rows(n_total), _Rows(n_total)
+    head_rows, logit_rows = _Rows(n_total, check=True), _Rows(n_total)
 
     def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
         if name == plan.head_in:  # straight into its preallocated rows: one copy
@@ -537,26 +537,34 @@ def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray | None:
     return ids
 
 
-def _feature_values(plan: _LayerPlan, rec: _Recording, index) -> tuple[np.ndarray, list[str]]:
-    """The ``(N, p)`` feature matrix (checked finite) and its column names; fills in the
-    unit shape of a layer recorded through the head's input."""
+def _feature_values(plan: _LayerPlan, rec: _Recording, index):
+    """The ``(N, p)`` feature matrix (checked finite) and a function giving its column names
+    (formatted only when a frame needs them); fills in the unit shape of a layer recorded
+    through the head's input."""
     shapes = rec.shapes
-    blocks, cols = [], []
+    blocks, layout = [], []
     finite = True
     for name in plan.names:
+        if name == plan.input_layer or name == plan.head_in:
+            t = rec.head_rows.result()
+            finite = finite and rec.head_rows.finite  # checked batch by batch, in cache
+        else:
+            t = torch.cat(rec.records[name])
+            # a finite sum means every value is finite (torch's sum: ~3x numpy's pairwise one)
+            finite = finite and math.isfinite(t.sum().item())
         src = plan.head_in if name == plan.input_layer else name
-        t = rec.head_rows.result() if src == plan.head_in else torch.cat(rec.records[src])
-        # a finite sum means every value is finite (torch's sum: ~10x numpy's pairwise one)
-        finite = finite and math.isfinite(t.sum().item())
         if name != src:
             shapes.setdefault(name, shapes[src])
-        conv = len(shapes[name]) == 3
         blocks.append(t.numpy())
-        cols.extend(unit_names(name, t.shape[1], conv))
+        layout.append((name, t.shape[1], len(shapes[name]) == 3))
     values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+    def columns() -> list[str]:
+        return [c for name, p, conv in layout for c in unit_names(name, p, conv)]
+
     if not finite:
-        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
-    return values, cols
+        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=columns()))
+    return values, columns
 
 
 def _class_names(head_desc: Head | None, classes, k: int) -> list[str]:
@@ -600,24 +608,34 @@ def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | No
 
 class _Rows:
     """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
-    no concatenation); falls back to a list of copies when the row count is not known."""
+    no concatenation); falls back to a list of copies when the row count is not known.
 
-    def __init__(self, n_total: int | None) -> None:
+    ``finite`` says whether every value written so far is finite: each batch is summed right
+    after its copy, while it is still in cache (a finite sum means every value is finite).
+    """
+
+    def __init__(self, n_total: int | None, check: bool = False) -> None:
         self.n, self.pos, self.buf, self.parts = n_total, 0, None, []
+        self.check, self.finite = check, True
 
     def write(self, t: torch.Tensor) -> None:
         t = t.reshape(t.shape[0], -1)
         b = t.shape[0]
+        end = self.pos + b
         if self.n is not None and self.buf is None:
             self.buf = torch.empty((self.n, t.shape[1]), dtype=torch.float32)
-        if self.buf is not None and self.pos + b <= self.n and t.shape[1] == self.buf.shape[1]:
-            self.buf[self.pos : self.pos + b].copy_(t)
+        if self.buf is not None and end <= self.n and t.shape[1] == self.buf.shape[1]:
+            dst = self.buf[self.pos : end]
+            dst.copy_(t)
         else:  # more rows than announced: keep what is written and continue with copies
             if self.buf is not None:
                 self.parts, self.buf = [self.buf[: self.pos]], None
                 self.n = None
-            self.parts.append(t.to("cpu", torch.float32, copy=True))
-        self.pos += b
+            dst = t.to("cpu", torch.float32, copy=True)
+            self.parts.append(dst)
+        if self.check and self.finite:  # the float32 copy: a float64 value past float32's range is inf here
+            self.finite = math.isfinite(dst.sum().item())
+        self.pos = end
 
     def result(self) -> torch.Tensor:
         if self.buf is not None:
@@ -625,25 +643,44 @@ class _Rows:
         return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
 
 
+def _version(x: torch.Tensor) -> int | None:
+    """The tensor's version counter (bumped by in-place ops), None for inference tensors."""
+    try:
+        return x._version
+    except RuntimeError:
+        return None
+
+
 def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
                  whole: bool):
     """Forward every batch through the recorder; logits and the head's input go to ``rows``;
     returns the labels and ids arrays a loader gave per batch (in-memory data holds them
-    whole: nothing to collect)."""
+    whole: nothing to collect).
+
+    Inputs are checked finite after their forward pass, while the batch is still in cache
+    (before it, the check reads them from memory once more: ~5% of a small model's pass),
+    unless the model changes its input in place (seen on the first batch, which is checked
+    before the head is traced) or the version of the input cannot be tracked.
+    """
     head_rows, logit_rows = rows
     labels, ids = [], []
     collect_labels = not whole and first[1] is not None
-    collect_ids = not whole
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
-    forward, model = rec.forward, rec.model
+    forward, model, check = rec.forward, rec.model, chk.check_finite_inputs
+    after = None  # check inputs after their forward pass: decided on the first batch
     try:
         with torch.inference_mode():
             for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
-                if b:  # the first batch was checked before the head was traced
-                    chk.check_finite_inputs(x, i, logit_rows.pos)
-                if x.device != device:
-                    x = x.to(device, non_blocking=True)
-                out = forward(x)
+                start, v = logit_rows.pos, _version(x)
+                if b and not after:  # (the first batch was checked before the head was traced)
+                    check(x, i, start)
+                out = forward(x if x.device == device else x.to(device, non_blocking=True))
+                if after is None:
+                    after = v is not None and _version(x) == v
+                elif after:
+                    if _version(x) != v:  # changed in place after all: check before from now on
+                        after = False
+                    check(x, i, start)
                 if not isinstance(out, torch.Tensor):
                     chk.check_output(out, model)
                 logit_rows.write(out)
@@ -651,7 +688,7 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
                     raise ValueError("The head's input and output row counts differ.")
                 if collect_labels:
                     labels.append(chk.label_tensor(y))
-                if collect_ids and i is not None:
+                if not whole and i is not None:
                     ids.append(np.asarray(i))
                 if bar is not None:
                     bar.update(x.shape[0])
