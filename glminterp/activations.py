@@ -23,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from glminterp import _extract_checks as chk
+from glminterp._input_check import InputCheck
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
@@ -643,44 +644,27 @@ class _Rows:
         return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
 
 
-def _version(x: torch.Tensor) -> int | None:
-    """The tensor's version counter (bumped by in-place ops), None for inference tensors."""
-    try:
-        return x._version
-    except RuntimeError:
-        return None
-
-
 def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
                  whole: bool):
     """Forward every batch through the recorder; logits and the head's input go to ``rows``;
     returns the labels and ids arrays a loader gave per batch (in-memory data holds them
-    whole: nothing to collect).
-
-    Inputs are checked finite after their forward pass, while the batch is still in cache
-    (before it, the check reads them from memory once more: ~5% of a small model's pass),
-    unless the model changes its input in place (seen on the first batch, which is checked
-    before the head is traced) or the version of the input cannot be tracked.
+    whole: nothing to collect). Inputs are checked finite where it costs least
+    (:mod:`glminterp._input_check`); the first batch was checked before the head was traced.
     """
     head_rows, logit_rows = rows
     labels, ids = [], []
     collect_labels = not whole and first[1] is not None
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
-    forward, model, check = rec.forward, rec.model, chk.check_finite_inputs
-    after = None  # check inputs after their forward pass: decided on the first batch
+    forward, model = rec.forward, rec.model
+    inputs = InputCheck(model, chk.check_finite_inputs)
+    inputs.probe()
     try:
         with torch.inference_mode():
             for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
-                start, v = logit_rows.pos, _version(x)
-                if b and not after:  # (the first batch was checked before the head was traced)
-                    check(x, i, start)
-                out = forward(x if x.device == device else x.to(device, non_blocking=True))
-                if after is None:
-                    after = v is not None and _version(x) == v
-                elif after:
-                    if _version(x) != v:  # changed in place after all: check before from now on
-                        after = False
-                    check(x, i, start)
+                start, xd = logit_rows.pos, x if x.device == device else x.to(device)
+                v = inputs.before(xd, i, start, b == 0)
+                out = forward(xd)
+                inputs.after(xd, i, start, v, b == 0)
                 if not isinstance(out, torch.Tensor):
                     chk.check_output(out, model)
                 logit_rows.write(out)
@@ -693,6 +677,7 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
                 if bar is not None:
                     bar.update(x.shape[0])
     finally:
+        inputs.remove()
         if bar is not None:
             bar.close()
     return (torch.cat(labels).cpu() if collect_labels else None), ids

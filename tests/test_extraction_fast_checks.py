@@ -115,3 +115,78 @@ def test_model_left_as_found_after_the_fast_path():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert all(p.requires_grad and p.grad is None for p in net.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in net.modules())
+
+
+# ---------------------------------------------------------------- the "linear" placement
+class Sanitizes(TinyNet):
+    """Replaces NaN/inf before its first layer: the layer's output cannot vouch for x."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0))
+
+
+def _modes(net, x, batch_size=4):
+    """The input-check mode extraction chose (spied on the checker)."""
+    from glminterp import _input_check
+
+    seen = []
+    orig = _input_check.InputCheck.decide
+
+    def spy(self, *a):
+        orig(self, *a)
+        seen.append(self.mode)
+
+    _input_check.InputCheck.decide = spy
+    try:
+        gi.extract_activations(net, x, progress=False, batch_size=batch_size)
+    finally:
+        _input_check.InputCheck.decide = orig
+    return seen
+
+
+def test_first_linear_reading_the_batch_checks_through_its_output():
+    assert _modes(TinyNet(), tiny_x()) == ["linear"]
+    mlp = gi.build_model("mlp", seed=0)  # Flatten -> Linear: a view of the batch
+    assert _modes(mlp, torch.rand(12, 1, 28, 28)) == ["linear"]
+    assert _modes(Sanitizes(), tiny_x()) == ["after"]
+    assert _modes(ClampsInPlace(), tiny_x()) == ["before"]
+    dead = TinyNet()
+    with torch.no_grad():
+        dead.fc1.weight[:, 2] = 0.0  # an input no unit reads: its inf would not show
+    assert _modes(dead, tiny_x()) == ["after"]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("net", [Sanitizes, "dead_column"])
+def test_inputs_the_first_layer_cannot_vouch_for_are_refused(net, value):
+    if net == "dead_column":
+        net = TinyNet()
+        with torch.no_grad():
+            net.fc1.weight[:, 2] = 0.0
+    else:
+        net = net()
+    x = tiny_x()
+    x[7, 2] = value
+    with pytest.raises(ValueError, match=r"NaN or inf.*'s07'"):
+        gi.extract_activations(net, (x, torch.arange(12) % 2, _ids()), progress=False,
+                               batch_size=4)
+
+
+@pytest.mark.parametrize("shape", [(5, 4, 3), (300, 784, 100)])
+def test_linear_output_row_is_non_finite_for_any_non_finite_input(shape):
+    """The premise of the "linear" placement, on this torch build's kernels."""
+    n, p, h = shape
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(p, h)
+    with torch.no_grad():
+        lin.weight[1:, 0] = 0.0  # column 0 is read by one unit only
+    x = torch.rand(n, p, generator=g)
+    rows = torch.arange(n)
+    cols = torch.randint(0, p, (n,), generator=g)
+    cols[:3] = 0
+    vals = torch.tensor([math.nan, math.inf, -math.inf]).repeat(n // 3 + 1)[:n]
+    x[rows[::2], cols[::2]] = vals[::2]  # odd rows stay finite
+    with torch.inference_mode():
+        out = lin(x)
+    bad_out = ~torch.isfinite(out).all(dim=1)
+    assert torch.equal(bad_out, ~torch.isfinite(x).all(dim=1))
