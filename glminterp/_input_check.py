@@ -15,8 +15,9 @@ extraction places it where it is cheapest without losing a case:
     The direct check right after the forward pass, while the batch is in cache.
 ``"before"``
     The direct check before the forward pass: used when the model changes its input in
-    place (its version counter moved on the first batch) or the input is an inference
-    tensor (no version counter), since afterwards the values would no longer be the inputs.
+    place (its version counter moved on the first batch); a batch that is an inference
+    tensor (no version counter: e.g. collated by a DataLoader under inference mode) is
+    always checked before, since afterwards its values might no longer be the inputs.
 
 The mode is chosen on the first batch, which is always checked directly before the head is
 traced; a later batch that breaks the premise (changed in place, the layer not reading it)
@@ -82,6 +83,7 @@ class InputCheck:
         self._handles: list = []
         self._x: torch.Tensor | None = None  # the batch the model is reading
         self._seen = False  # the layer read ``_x`` and gave a finite output
+        self._checked = False  # this batch was checked before its forward pass
         self._candidates: dict[nn.Module, list[bool]] = {}  # per call: read all of the batch
 
     # ------------------------------------------------------------------ first batch
@@ -117,17 +119,20 @@ class InputCheck:
 
     # ------------------------------------------------------------------ every batch
     def before(self, x: torch.Tensor, ids, start: int, first: bool) -> int | None:
-        """Called before a batch's forward pass with the tensor the model will read."""
+        """Called before a batch's forward pass with the tensor the model will read; checks
+        it now in ``"before"`` mode or when its version cannot be tracked."""
         self._x, self._seen = x, False
-        if not first and self.mode == "before":
+        v = version(x)
+        self._checked = not first and (self.mode == "before" or v is None)
+        if self._checked:
             self.direct(x, ids, start)
-        return version(x)
+        return v
 
     def after(self, x: torch.Tensor, ids, start: int, v: int | None, first: bool) -> None:
         """Called after a batch's forward pass."""
         if first:
             self.decide(x, v)
-        elif self.mode != "before":
+        elif not self._checked:
             moved = version(x) != v
             if moved or not (self.mode == "linear" and self._seen):
                 self.direct(x, ids, start)  # names the rows, if any input is not finite

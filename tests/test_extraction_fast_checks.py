@@ -190,3 +190,14 @@ def test_linear_output_row_is_non_finite_for_any_non_finite_input(shape):
         out = lin(x)
     bad_out = ~torch.isfinite(out).all(dim=1)
     assert torch.equal(bad_out, ~torch.isfinite(x).all(dim=1))
+
+
+@pytest.mark.parametrize("row", [2, 8])
+def test_dataloader_batches_are_checked_whatever_the_model_does(row):
+    x = tiny_x()
+    x[row, 3] = math.inf
+    ds = torch.utils.data.TensorDataset(x, torch.arange(12) % 2, torch.arange(12))
+    for net in (TinyNet(), ClampsInPlace()):
+        with pytest.raises(ValueError, match=rf"sample ids \['{row}'\]"):
+            gi.extract_activations(net, torch.utils.data.DataLoader(ds, batch_size=4),
+                                   progress=False)
