@@ -78,7 +78,8 @@ def _input_layer(
     innermost (``layer2.1.relu#2``).
     """
     head_inputs = records[head_idx].inputs
-    x_in = head_inputs[0].reshape(head_inputs[0].shape[0], -1).double()
+    x_raw = head_inputs[0].reshape(head_inputs[0].shape[0], -1)
+    x_in = x_raw.double()
     chain: list[_Record] = []
     gap, glue, kind = False, None, None
 
@@ -93,7 +94,10 @@ def _input_layer(
         ):
             return "gap"
         flat = out.reshape(out.shape[0], -1)
-        if flat.shape == x_in.shape and torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7):
+        if flat.shape == x_in.shape and (
+            torch.equal(flat, x_raw)  # the usual case (the same tensor), without a cast
+            or torch.allclose(flat.double(), x_in, rtol=1e-6, atol=1e-7)
+        ):
             return "same"
         return None
 
@@ -249,9 +253,9 @@ def _traced_input_layer(
 
 def _head_weights(head_module: nn.Linear, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 copies of the head's weight ``(K, p)`` and bias ``(K,)`` (zeros if it has none)."""
-    w = head_module.weight.detach().to("cpu", torch.float64).numpy().copy()
+    w = head_module.weight.detach().to("cpu", torch.float64, copy=True).numpy()
     b = (
-        head_module.bias.detach().to("cpu", torch.float64).numpy().copy()
+        head_module.bias.detach().to("cpu", torch.float64, copy=True).numpy()
         if head_module.bias is not None
         else np.zeros(k)
     )

@@ -19,8 +19,10 @@ POOLS: tuple[str, ...] = ("avg", "max")
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for parameter-free models)."""
-    for p in model.parameters():
-        return p.device
+    for m in model.modules():  # parameters()' order, without its generator's set-up cost
+        for p in m._parameters.values():
+            if p is not None:
+                return p.device
     return torch.device("cpu")
 
 
