@@ -7,10 +7,12 @@ finite, labels, ids, the head traced) and returning what the user gets: an ``Act
 whose DataFrames are built on first access. The ``+frames`` columns time the same call plus
 the first access of ``features`` and ``obs`` (what a user who goes on to pandas pays).
 
-For the MLP the run also times, alone, the two fixed parts of the work that a bare forward
-pass does not do: one finiteness pass over the inputs (``sum`` per batch, what the input
-check costs) and head detection (one traced forward pass on two rows), as fractions of the
-bare pass, so the rows show how far the rest is from the floor.
+For the MLP the run also times, alone, two parts of the work that a bare forward pass does
+not do, as fractions of the bare pass: a direct finiteness pass over the inputs (``sum`` per
+batch: what the input check would cost if it read the inputs again; for a model whose first
+layer is a plain ``nn.Linear`` reading the batch, extraction checks that layer's output
+instead, see ``glminterp/_input_check.py``) and head detection (one traced forward pass on two
+rows, a fixed cost per call).
 
 Best of ``--repeats`` runs each, interleaved so machine noise hits both; wall-clock and
 process CPU time are both reported (on a shared machine the CPU-time ratio is the stable one:
@@ -80,7 +82,7 @@ def floor_parts(model, x, args, bare_cpu):
     for _ in range(args.repeats):
         best(lambda: input_pass(x, args.batch_size), args.repeats, p)
         best(lambda: detect_head(model, x[:2], input_hook=True), args.repeats, d)
-    print(f"{'':<8} {x.shape[0]:>6} parts alone (cpu): input finiteness pass "
+    print(f"{'':<8} {x.shape[0]:>6} parts alone (cpu): a direct input finiteness pass "
           f"{p[1] / bare_cpu:.3f} of the bare pass, head detection {d[1] / bare_cpu:.3f}")
 
 
