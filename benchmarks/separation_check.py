@@ -54,6 +54,8 @@ from glminterp.refit import acceptance  # noqa: E402
 from glminterp.refit.model import OutputLayerGLM  # noqa: E402
 from glminterp.refit.separation import SeparationError  # noqa: E402
 
+REPEATS = 3
+
 
 def make_acts(x: np.ndarray, y: np.ndarray, k: int) -> Activations:
     """Activations with units ``x``, labels ``y`` (all rows in the refit split), a softmax head."""
@@ -132,13 +134,19 @@ class AcceptanceTime:
 
 def overlapping(x, y, k, skip_statsmodels: bool, forced_lp: bool) -> float:
     acts = make_acts(x, y, k)
-    with AcceptanceTime() as acc:
-        res, t_pub = timed(lambda: gi.refit_output_layer(acts, progress=False))
+    # the public call is timed REPEATS times (best kept: the machine is shared), with the
+    # acceptance's share of that same call; statsmodels' fit (minutes) once
+    runs = []
+    for _ in range(REPEATS):
+        with AcceptanceTime() as acc:
+            res, t = timed(lambda: gi.refit_output_layer(acts, progress=False))
+        runs.append((t, acc.seconds))
+    t_pub, acc_s = min(runs)
     method = res.diagnostics["separation"][0]["method"]
-    print(f"  gi.refit_output_layer (public call, all checks): {t_pub:.2f} s; separation "
-          f"decided by: {method!r}")
+    print(f"  gi.refit_output_layer (public call, all checks): best of {REPEATS} {t_pub:.2f} s "
+          f"(all: {', '.join(f'{r[0]:.2f}' for r in runs)}); separation decided by: {method!r}")
     print(f"  RATIO separation check in the public call (acceptance of the optimum, "
-          f"{acc.seconds:.2f} s) / public call: {acc.seconds / t_pub:.3f}  (goal <= 0.2)")
+          f"{acc_s:.2f} s) / public call: {acc_s / t_pub:.3f}  (goal <= 0.2)")
     if not skip_statsmodels:
         sm_res, t_sm = timed(lambda: sm.MNLogit(y, sm.add_constant(x)).fit(
             method="newton", disp=0, maxiter=35))
@@ -201,10 +209,12 @@ def remedies(x, y, k: int, t_fit: float) -> None:
                                                                       progress=False))
         methods = [c["method"] for c in res.diagnostics["separation"]]
         t_dec = sum(logs.by_kind["decided"]) + sum(logs.by_kind["lp"])
+        how = (f"in {t_dec:.2f} s; RATIO decision / public call {t_dec / t_pub:.3f}"
+               if logs.by_kind["decided"] else
+               "by the remedy's own MLE fit, its start (mnbr: part of the fit, not a check)")
         print(f"  remedy={remedy!r}: public call {t_pub:.2f} s ({t_pub / t_fit:.2f}x the MLE "
-              f"refit); separation decided by {methods} in {t_dec:.2f} s "
-              f"(LP runs: {len(logs.by_kind['lp'])}); RATIO decision / public call "
-              f"{t_dec / t_pub:.3f}")
+              f"refit); separation decided by {methods} {how} "
+              f"(LP runs: {len(logs.by_kind['lp'])})")
 
 
 def _raises(acts):
