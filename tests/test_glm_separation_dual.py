@@ -129,3 +129,13 @@ def test_every_lp_phase_is_reported_as_it_runs(rng):
     sep.check_binomial(x1, (y == 1).astype(float), terms=("const", "a", "b", "c"),
                        progress=lines.append)
     assert len(lines) == 1 and "LPs on at most" in lines[0]
+
+
+def test_an_inconclusive_bound_without_a_covariance_leaves_the_lp_to_decide(rng):
+    from glminterp.refit.model import OutputLayerGLM
+
+    x, y = simulate_multinomial(rng, 300, COEF)
+    model = OutputLayerGLM.from_activations(make_acts(x, y))
+    far = np.full((len(model.terms), 2), 5.0)  # far from the optimum: a large score
+    assert not model.certify_overlap(0, far, cov=None)
+    assert model.checked(0) is None  # nothing recorded: the LP decides

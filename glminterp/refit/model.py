@@ -281,7 +281,8 @@ class OutputLayerGLM:
         for _ in range(1 + (_POLISH_STEPS if cov is not None else 0)):
             b, grad = self._lp_bound(i, beta)
             bound = min(bound, b)
-            if sep.certifies_overlap(bound, self.n_obs) or not np.isfinite(grad).all():
+            if (cov is None or sep.certifies_overlap(bound, self.n_obs)
+                    or not np.isfinite(grad).all()):
                 break
             beta = beta + (np.asarray(cov) @ grad.ravel(order="F")).reshape(beta.shape,
                                                                              order="F")
