@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from test_glm_synth import make_acts, simulate_multinomial
@@ -127,12 +128,20 @@ def test_auto_keeps_the_full_covariance_when_it_fits(acts, dense):
     assert fs["estimator"] == "ml" and "fits; maximum likelihood" in fs["estimator_choice"]
     np.testing.assert_allclose(res.cov_params().to_numpy(), dense.cov_params().to_numpy(),
                                rtol=1e-10)
+    assert res.contrast_table is None
+    asked = refit_output_layer(acts, method="auto", contrasts=SPEC, progress=False)
+    c = _rows(dense, SPEC)
+    tab = asked.contrast_table
+    np.testing.assert_allclose(tab["se"], np.sqrt(np.diag(
+        c @ dense.cov_params().to_numpy() @ c.T)), rtol=1e-10)
+    assert list(tab["contrast"]) == ["2:h:001", "4:const", "1 - 3:h:000", "0 - 2:h:004"]
 
 
 def test_auto_switches_to_contrasts_past_the_memory_limit(acts, dense, monkeypatch):
     monkeypatch.setattr(E, "available_memory_bytes", lambda: 10_000)
     res = refit_output_layer(acts, contrasts=SPEC, progress=False)  # method None -> auto
     assert isinstance(res, ContrastRefitResult)
+    pd.testing.assert_frame_equal(res.contrast_table, res.coefficients)
     fs = res.fit_stats
     assert fs["estimator"] == "contrasts"
     assert fs["estimator_choice"] == (

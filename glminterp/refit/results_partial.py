@@ -63,8 +63,31 @@ def _rebase(diagnostics: dict, design, model) -> dict:
             "separation": [c.to_dict() for c in checks]}
 
 
+def contrast_frame(labels, keys, est: np.ndarray, cov: np.ndarray, alpha: float) -> pd.DataFrame:
+    """contrast, class, term, coef, se, z, p, ci_lower, ci_upper of chosen contrasts."""
+    se = np.sqrt(np.clip(np.diag(cov), 0, None))
+    zc = stats.norm.ppf(1 - alpha / 2)
+    return pd.DataFrame({"contrast": list(labels), "class": [k[0] for k in keys],
+                         "term": [k[1] for k in keys], "coef": est, "se": se, "z": est / se,
+                         "p": 2 * stats.norm.sf(np.abs(est / se)), "ci_lower": est - zc * se,
+                         "ci_upper": est + zc * se})
+
+
 class AutoMLRefitResult(ChoiceRecord, MLRefitResult):
-    """``method="auto"`` that kept maximum likelihood with the full covariance."""
+    """``method="auto"`` that kept maximum likelihood with the full covariance.
+
+    The contrasts / classes asked for are in :attr:`contrast_table` (from the full covariance),
+    as :attr:`ContrastRefitResult.contrast_table` has them when the choice was ``"contrasts"``.
+    """
+
+    @property
+    def contrast_table(self) -> pd.DataFrame | None:
+        """The requested contrasts (None if none were requested)."""
+        c = self._fit.extras.get("contrast_rows")
+        if c is None:
+            return None
+        return contrast_frame(self._fit.extras["labels"], self._fit.extras["keys"],
+                              c @ self._beta.ravel(order="F"), c @ self._cov @ c.T, self._alpha)
 
 
 class ContrastRefitResult(ChoiceRecord, RefitResult):
@@ -107,14 +130,9 @@ class ContrastRefitResult(ChoiceRecord, RefitResult):
         if "coef:contrasts" in self._cache:
             return self._cache["coef:contrasts"].copy()
         c, est, cov = self._rows()
-        se = np.sqrt(np.clip(np.diag(cov), 0, None))
-        zc = stats.norm.ppf(1 - self._alpha / 2)
-        keys = self._fit.extras["keys"]
-        df = pd.DataFrame({"class": [k[0] for k in keys], "term": [k[1] for k in keys],
-                           "coef": est, "se": se, "z": est / se,
-                           "p": 2 * stats.norm.sf(np.abs(est / se)),
-                           "ci_lower": est - zc * se, "ci_upper": est + zc * se})
-        df.insert(0, "contrast", list(self._fit.extras["labels"]))
+        df = contrast_frame(self._fit.extras["labels"], self._fit.extras["keys"], est, cov,
+                            self._alpha)
+        se = df["se"].to_numpy()
         _adjust(df, (df["term"] != "const").to_numpy())
         net = c @ self._network_in("reference").ravel(order="F")
         df["network_weight"] = net
@@ -131,6 +149,11 @@ class ContrastRefitResult(ChoiceRecord, RefitResult):
         out = super().summary
         out.attrs["not_computed"] = self.not_computed
         return out
+
+    @property
+    def contrast_table(self) -> pd.DataFrame:
+        """The chosen contrasts (:meth:`coefficient_table`)."""
+        return self.coefficient_table(None)
 
     @property
     def contrast_cov(self) -> pd.DataFrame:

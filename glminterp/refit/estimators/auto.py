@@ -95,6 +95,12 @@ class Auto:
             sub = {k: opts[k] for k in ("contrasts", "classes") if k in opts
                    and k in self._chosen.options}
             fit = self._chosen.fit(model, replace(ctx, options=sub))
+        if self._chosen.name == "ml" and model.family == "multinomial" and (
+                opts.get("contrasts") is not None or opts.get("classes") is not None):
+            from glminterp.refit.estimators.contrasts import contrast_spec
+
+            c, labels, keys = contrast_spec(model, opts.get("contrasts"), opts.get("classes"))
+            fit.extras.update(contrast_rows=c, labels=labels, keys=keys)
         fit.extras["choice"] = {"method": "auto", "chosen": self._chosen.name, "reason": reason}
         fit.extras.setdefault("estimator", self._chosen.name)
         fit.notes.append(reason)
