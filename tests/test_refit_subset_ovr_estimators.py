@@ -152,3 +152,22 @@ def test_auto_switches_per_output_fits_to_ovr_blocks(acts, ovr, monkeypatch):
     assert isinstance(res, OneVsRestRefitResult)
     assert "chose method='ovr'" in res.fit_stats["estimator_choice"]
     np.testing.assert_allclose(res.params().to_numpy(), ovr.params().to_numpy(), rtol=1e-10)
+
+
+def test_ovr_on_a_sigmoid_head_is_the_per_output_ml_fit(data):
+    x, y, _ = data
+    rng = np.random.default_rng(0)
+    acts = make_acts(x, y, weight=rng.normal(0, 0.1, (5, 5)), link="sigmoid", n_outputs=5)
+    ml = refit_output_layer(acts, method="ml", progress=False)
+    ovr = refit_output_layer(acts, method="ovr", progress=False)
+    assert ovr.family == ml.family == "binomial"
+    np.testing.assert_allclose(ovr.params().to_numpy(), ml.params().to_numpy(), rtol=1e-8,
+                               atol=1e-10)
+    tab, want = ovr.coefficients, ml.coefficients
+    np.testing.assert_allclose(tab["se"], want["se"], rtol=1e-8)
+    np.testing.assert_allclose(tab["z_network"], want["z_network"], rtol=1e-7)  # comparable
+    assert ovr.agreement_test["df"] == ml.agreement_test["df"] == 30
+    assert ovr.agreement_test["statistic"] == pytest.approx(
+        ml.agreement_test["wald_statistic"], rel=1e-7)
+    with pytest.raises(ValueError, match="per-class blocks only"):
+        refit_output_layer(acts, method="ovr", cov_type="HC0", progress=False)
