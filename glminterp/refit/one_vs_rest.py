@@ -109,9 +109,11 @@ def ovr_model(model):
     view.y = (np.asarray(model.y)[:, None] == np.arange(len(classes))[None, :]).astype(np.float64)
     view._checks = {}
     view.warnings, view.notes = list(model.warnings), list(model.notes)
+    from glminterp.refit.parametrize import fold_dropped_units
+
     net, note = ds.network_matrix(model.head, "ovr")
-    view.network = net if not (model.constant or model.dependencies) else np.full(
-        (len(model.terms), len(classes)), np.nan)
+    view.network, _ = fold_dropped_units(net, model.all_units, model.constant,
+                                         model.dependencies)
     if note:
         view.notes.append(note)
     return view
