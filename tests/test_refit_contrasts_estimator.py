@@ -166,3 +166,12 @@ def test_auto_choice_is_in_fit_json(acts, monkeypatch):
     assert rec["fit"]["estimator"] == "contrasts"
     assert rec["fit"]["estimator_choice"].startswith("auto: the full covariance of 28")
     assert "unit_tests" not in rec  # not computed: left out, not NaN
+
+
+def test_auto_switches_when_the_engine_itself_runs_out(acts, monkeypatch):
+    # auto's own estimate passes (max_memory), the engine's check at fit time does not
+    monkeypatch.setattr(E, "available_memory_bytes", lambda: 10_000)
+    res = refit_output_layer(acts, method="auto", engine="fast", contrasts=SPEC[:1],
+                             remedy_kwds={"max_memory": 2**40}, progress=False)
+    assert res.fit_stats["estimator"] == "contrasts"
+    assert "chose method='contrasts'" in res.fit_stats["estimator_choice"]
