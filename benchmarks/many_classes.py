@@ -123,7 +123,7 @@ def section_k100(n=20_000, p=256, k=100) -> None:
     n_par = (p + 1) * (k - 1)
     print(f"k100: K={k}, N={n}, p={p}: {n_par} params; the full covariance would need "
           f"{E.covariance_bytes(n_par) / 2**30:.1f} GiB")
-    _, t_base = timed(lambda: OutputLayerGLM.from_activations(acts))  # the checks alone
+    t_base = timed(lambda: OutputLayerGLM.from_activations(acts))[1]  # the checks alone
     res, t = timed(lambda: refit_output_layer(
         acts, method="auto", contrasts=chosen(k, p), remedy_kwds={"max_memory": 2 * 2**30},
         progress=False))
@@ -158,7 +158,7 @@ def section_k1000(per_s=700, per_other=100, p=512, k=1000) -> None:
           f"{per_other} in each other class); the full covariance would need "
           f"{E.covariance_bytes(n_par) / 2**40:.1f} TiB")
     del x
-    _, t_base = timed(lambda: OutputLayerGLM.from_activations(acts))  # the checks alone
+    t_base = timed(lambda: OutputLayerGLM.from_activations(acts))[1]  # the checks alone
     res, t = timed(lambda: refit_output_layer(acts, method="class_subset", classes=s,
                                               progress=False))
     tab = res.contrast("c100", "c0")
