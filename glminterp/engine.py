@@ -685,6 +685,7 @@ def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory, moni
     ``monitor(trace, beta, llf, move, t)`` is called after every accepted step (it may raise,
     e.g. :class:`DivergenceMonitor` on separated data). With ``full=False`` the returned
     ``fisher`` and ``cov`` are None and convergence means the CG step fell below ``tol``.
+    The resolved method and the product budget (:func:`solver_plan`) are in ``trace.plan``.
     """
     trace = _Trace()
     beta = np.array(start, dtype=np.float64)
@@ -1124,8 +1125,10 @@ def fit_multinomial(
         ``"newton-cg"``: Hessian-free iterations (preconditioned CG on Fisher-vector
         products, Armijo line search) then one full information matrix, for the covariance
         and a last exact step; it hands over to full Newton if CG needs more products than
-        about two information matrices would cost. ``"newton"``: full information matrix at
-        every iteration, step halving. ``"auto"``: ``"newton-cg"`` above 500 parameters.
+        ``_CG_SHARE`` (30%) of one information matrix + Cholesky would cost (a cost model,
+        :func:`solver_plan`). ``"newton"``: full information matrix at every iteration, step
+        halving. ``"auto"``: ``"newton-cg"`` above 500 parameters. The choice, the product
+        budget and whether CG converged by itself are recorded in ``EngineResult.plan``.
     cg_max_iter : int
         Conjugate-gradient iterations per Newton-CG step.
     detect_separation : bool
