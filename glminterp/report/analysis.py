@@ -218,15 +218,18 @@ def _estimators_table(est, fit: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["estimator", "on these refit rows", "in this report"])
 
 
-def beside_section(rb: rp.ReportBuilder, est, refit, br, fit: dict) -> None:
-    """The estimator choice ``est`` as a table with its reason, and the MLE ``refit`` beside
-    the bias-reduced fit ``br`` (when the MLE exists and ``br`` was fitted)."""
+def beside_section(rb: rp.ReportBuilder, est, refit, br, fit: dict, *,
+                   say_why: bool = True) -> None:
+    """The estimator choice ``est`` as a table with its reason (unless ``say_why`` is False:
+    the section says it already), and the MLE ``refit`` beside the bias-reduced fit ``br``
+    (when the MLE exists and ``br`` was fitted)."""
     table = _estimators_table(est, fit) if refit is not None else pd.DataFrame()
     if table.empty:
         return
     rb.table("fit", table, caption="Estimators: which exist on the refit rows, and which the "
              "report shows")
-    rb.text("fit", f"Why: {est.why}")
+    if say_why:
+        rb.text("fit", f"Why: {est.why}")
     if br is None:
         return
     side = estimator_comparison(refit.coefficients, br.coefficients)
@@ -321,7 +324,8 @@ def write_report(a, folder: str | Path, *, command_line=None) -> Path:
         rb.warning("fit", a.extras["remedy_fallback"])
         if a.estimator.detail:
             rb.text("fit", a.estimator.detail)
-    beside_section(rb, a.estimator, a.refit, getattr(a, "bias_reduced", None), fit)
+    beside_section(rb, a.estimator, a.refit, getattr(a, "bias_reduced", None), fit,
+                   say_why=not a.extras.get("remedy_fallback"))  # the warning above says why
     rp.add_refit_sections(rb, coef, fit)
     _steps_sections(rb, a)
     rb.summary = [a.description] if a.description else []
