@@ -67,7 +67,10 @@ from glminterp.refit.parametrize import sum_to_zero_cov
 TYPES: tuple[str, ...] = ("AS_mean",)
 _CHUNK_BYTES = 16 * 2**20
 _TINY = 1e-200
-NEWTON_FLOPS = 2e10  # exact-Hessian Newton while one Hessian costs at most this (about 1 s)
+# method="auto": exact-Hessian Newton while one Hessian costs at most NEWTON_FLOPS (~0.1 s), or
+# at most NEWTON_RATIO adjusted scores (Newton takes ~10-30 steps, the Fisher metric 100s)
+NEWTON_FLOPS = 2e9
+NEWTON_RATIO = 50.0
 
 
 # ============================================================================ row-wise pieces
@@ -332,7 +335,8 @@ def _anderson(hist: list, beta: np.ndarray, f: np.ndarray) -> np.ndarray:
     return beta + f - ((db + dg) @ gamma).reshape(beta.shape)
 
 
-def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict):
+def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict,
+             polish: bool = False):
     """Outer iterations; returns (final point, its Fisher-metric step, adjusted score, converged).
 
     The Fisher-metric iteration converges linearly at a rate of about dim(b) / N (the penalty's
@@ -350,6 +354,9 @@ def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace
             return pt, step, grad, True
         if trace["n_iter"] >= max_iter:
             return pt, step, grad, False
+        if polish and smax <= _FAR:  # near: Newton's quadratic convergence, in the same basin
+            trace["polished_at"] = trace["n_iter"]
+            return _newton_iterate(x, onehot, pt, tol, max_iter, chunk, trace)
         trace["n_iter"] += 1
         f = _direction(x, onehot, pt, h, step, smax, tol, trace)
         hist = [] if smax > _FAR else [*hist, (pt.beta, f)][-(_DEPTH + 1):]
@@ -451,7 +458,8 @@ class MultinomialBRResult:
     n_fisher, n_hvp : int
         Information matrices built and Fisher-vector products used.
     method : str
-        ``"newton"`` (exact Hessian) or ``"fisher"`` (Fisher metric, accelerated).
+        ``"newton"`` (exact Hessian), ``"fisher"`` (Fisher metric, accelerated) or
+        ``"fisher+newton"`` (Fisher metric while far, then Newton).
     n_hessian : int
         Exact Hessians computed (``method="newton"``).
     tol : float
@@ -582,7 +590,11 @@ def fit_multinomial_br(
         ``"newton"``: damped Newton with the exact Hessian of ``l*`` (quadratic convergence; one
         Hessian costs ``O((N K)^2 dim)``, see :mod:`glminterp.refit.mnbr_hessian`). ``"fisher"``:
         the Fisher-metric iteration with acceleration (linear convergence, cheap steps).
-        ``"auto"``: Newton while one Hessian costs at most ``NEWTON_FLOPS``.
+        ``"auto"``: the Fisher-metric iteration while far (it picks the same local maximum
+        as brglm2's quasi-Fisher iteration; ``l*`` can have several under separation), then
+        Newton once the Fisher step is below 0.1, where one Hessian costs at most
+        ``NEWTON_FLOPS`` or ``NEWTON_RATIO`` adjusted-score evaluations (``method`` of the
+        result: ``"fisher+newton"``); else the Fisher-metric iteration throughout.
     start_fisher : ndarray, optional
         The Fisher information at ``start`` (e.g. the maximum-likelihood fit's), which then is
         not rebuilt.
@@ -599,6 +611,7 @@ def fit_multinomial_br(
     """
     t0 = time.perf_counter()
     arr, c, k, b0 = _check_inputs(x, codes, n_classes, start, tol, max_iter, type)
+    method = _choose_method(method, arr.shape[0], k, b0.size)
     q, j = b0.shape
     chunk = (max(64, _CHUNK_BYTES // (8 * q * j)) if chunk_size is None
              else max(1, int(chunk_size)))
@@ -613,12 +626,13 @@ def fit_multinomial_br(
     else:
         pt = _evaluate(arr, onehot, b0, chunk)
         trace["n_fisher"] += 1
-    method = _choose_method(method, arr.shape[0], k, b0.size)
-    run = _newton_iterate if method == "newton" else _iterate
-    pt, step, grad, ok = run(arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
+    pt, step, grad, ok = _run(method, arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
     if start_fisher is not None and trace["n_iter"] == 0:  # judged on a given information
         pt = _evaluate(arr, onehot, b0, chunk)
-        pt, step, grad, ok = run(arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
+        pt, step, grad, ok = _run(method, arr, onehot, pt, float(tol), int(max_iter), chunk,
+                                  trace)
+    if method == "fisher+newton" and "polished_at" not in trace:
+        method = "fisher"
     params = pt.beta + step
     llf = _loglike(arr, onehot, None, params)[0]
     if not ok:
@@ -639,12 +653,21 @@ def fit_multinomial_br(
 METHODS: tuple[str, ...] = ("auto", "newton", "fisher")
 
 
+def _run(method, x, onehot, pt, tol, max_iter, chunk, trace):
+    if method == "newton":
+        return _newton_iterate(x, onehot, pt, tol, max_iter, chunk, trace)
+    return _iterate(x, onehot, pt, tol, max_iter, chunk, trace,
+                    polish=method == "fisher+newton")
+
+
 def _choose_method(method: str, n_obs: int, n_classes: int, dim: int) -> str:
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not available; use one of {METHODS}.")
     if method != "auto":
         return method
-    return "newton" if hessian_flops(n_obs, n_classes, dim) <= NEWTON_FLOPS else "fisher"
+    hess = hessian_flops(n_obs, n_classes, dim)
+    score = 2.0 * n_obs * dim * dim + float(dim) ** 3  # information, its inverse, hat values
+    return "fisher+newton" if hess <= max(NEWTON_FLOPS, NEWTON_RATIO * score) else "fisher"
 
 
 def _checked_fisher(fisher, dim: int) -> np.ndarray:
