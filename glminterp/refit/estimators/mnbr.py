@@ -78,8 +78,8 @@ class MultinomialBiasReduction:
         from glminterp.refit.mnbr import fit_multinomial_br
 
         opts = check_options(self.name, self.options, ctx.options)
-        # Newton (exact Hessian) where affordable converges in a few dozen steps even far from
-        # the start; the Fisher-metric iteration of large heads converges linearly.
+        # The Fisher-metric iteration converges linearly (faster from the MLE start, whose
+        # information is reused); small heads finish by exact-Hessian Newton (method="auto").
         opts.setdefault("max_iter", DEFAULT_MAX_ITER)
         start, fisher = overlap_by_mle(model, ctx)
         if start is None:
