@@ -30,7 +30,8 @@ def check_ids(ids) -> np.ndarray | None:
     if isinstance(ids, torch.Tensor):
         ids = ids.tolist()
     if isinstance(ids, (np.ndarray, pd.Index, pd.Series)) and ids.dtype.kind in "USiu":
-        return np.asarray(ids).astype(str)  # typed strings or integers: no None/NaN (vectorised)
+        arr = np.asarray(ids)  # typed strings or integers: no None/NaN (vectorised)
+        return arr.copy() if arr.dtype.kind == "U" else arr.astype(str)  # ours: frames are lazy
     raw = list(ids)
     bad = [i for i, v in enumerate(raw)
            if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))]
@@ -86,7 +87,7 @@ def check_output(out, model) -> torch.Tensor:
 
 def check_finite_inputs(x: torch.Tensor, ids, start: int) -> None:
     """Refuse inputs with NaN/inf, naming the sample ids (or row numbers) that hold them."""
-    if not x.is_floating_point() or torch.isfinite(x.sum()):
+    if not x.is_floating_point() or math.isfinite(x.sum().item()):
         return  # a finite sum means every value is finite (40x cheaper than isfinite(x).all())
     rows = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
     if rows:  # (else the sum merely overflowed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from glminterp import _extract_checks as chk
+from glminterp._input_check import InputCheck
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
 from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
@@ -264,16 +266,15 @@ def _batches(
             raise ValueError(f"data: {n} inputs but {len(y)} labels.")
         if ids is not None and len(ids) != n:
             raise ValueError(f"data: {n} inputs but {len(ids)} ids.")
-        y = None if y is None else chk.label_tensor(y)
+        # labels and ids are checked (and kept) whole: the batch loop only slices the inputs
+        info["labels"] = None if y is None else chk.label_tensor(y).cpu()
+        info["ids"] = ids
 
         def gen():
             for s in range(0, n, batch_size):
-                yield (
-                    x[s : s + batch_size],
-                    None if y is None else y[s : s + batch_size],
-                    None if ids is None else ids[s : s + batch_size],
-                )
+                yield x[s : s + batch_size], None, None if ids is None else ids[s : s + batch_size]
 
+        info["whole"] = True
         return gen(), n, info
     if isinstance(data, torch.utils.data.Dataset):
         data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
@@ -308,6 +309,11 @@ def _batches(
 
 def _apply_link(logits: torch.Tensor, link: str | None) -> torch.Tensor:
     if link == "softmax":
+        if logits.shape[1] <= 32:
+            # over the columns of the transpose: for a short last dimension (a few classes)
+            # torch's kernel is ~8x slower than the one vectorised across samples; the
+            # values agree to an ulp
+            return torch.softmax(logits.t().contiguous(), dim=0).t()
         return torch.softmax(logits, dim=1)
     if link == "sigmoid":
         return torch.sigmoid(logits)
@@ -407,17 +413,20 @@ def extract_activations(
     warn_model_input_shape(model, first[0])
     head_desc, head_error = _optional_head(model, first[0].to(device), head, link, classes)
     plan = _plan_layers(model, layers, head_desc, head_error, pool)
-    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool)
+    whole = info.get("whole", False)
+    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool, whole)
+    if whole:
+        rec.labels, rec.ids = info["labels"], [] if info["ids"] is None else [info["ids"]]
     logits = rec.logit_rows.result()
     n = logits.shape[0]
     ids = _sample_ids(rec.ids, n, info)
-    index = _LazyIndex(ids)
-    values, cols = _feature_values(plan, rec, index)
+    index = _LazyIndex(ids, n)
+    values, columns = _feature_values(plan, rec, index)
 
     out_link = head_desc.link if head_desc is not None else link
     k = logits.shape[1]
     cls_names = _class_names(head_desc, classes, k)
-    split_col = _split_column(split, info.get("split"), ids)
+    split_col = _split_column(split, info.get("split"), index, n)
     targets = _targets(rec.labels, n, k)
     metadata = _metadata(model, info, pool, seed, rec)
     if head_error is not None:
@@ -426,7 +435,7 @@ def extract_activations(
     kept = {k2: torch.cat(v).numpy() for k2, v in rec.maps.items() if v}
     return Activations(
         features=_LazyFrame(
-            lambda: pd.DataFrame(values, index=index(), columns=cols, copy=False)
+            lambda: pd.DataFrame(values, index=index(), columns=columns(), copy=False)
         ),
         obs=_LazyFrame(
             lambda: _obs_frame(logits, out_link, targets, split_col, index(), cls_names)
@@ -498,11 +507,11 @@ class _Recording:
 
 
 def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, keep_maps,
-            pool) -> _Recording:
+            pool, whole: bool) -> _Recording:
     """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
     maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
     shapes: dict[str, tuple] = {}
-    head_rows, logit_rows = _Rows(n_total), _Rows(n_total)
+    head_rows, logit_rows = _Rows(n_total, check=True), _Rows(n_total)
 
     def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
         if name == plan.head_in:  # straight into its preallocated rows: one copy
@@ -516,14 +525,17 @@ def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, 
 
     with ActivationRecorder(model, plan.hooked, reduce) as rec:
         labels, ids = _run_batches(
-            rec, first, batches, device, progress, (head_rows, logit_rows), n_total
+            rec, first, batches, device, progress, (head_rows, logit_rows), n_total, whole
         )
     return _Recording(rec.records, head_rows, logit_rows, labels, ids, maps, shapes)
 
 
-def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray:
-    """The given ids (checked complete and unique) or ``"0", "1", ...``."""
-    ids = np.concatenate(ids) if ids else np.arange(n).astype(str)
+def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray | None:
+    """The given ids (checked complete and unique), or None for the default ``"0", "1", ...``
+    (built only when a frame needs them)."""
+    if not ids:
+        return None
+    ids = ids[0] if len(ids) == 1 else np.concatenate(ids)
     if len(ids) != n:
         raise ValueError("data: ids were given for some batches only.")
     if not info.get("unique_ids") and len(pd.unique(ids)) != n:
@@ -531,25 +543,34 @@ def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray:
     return ids
 
 
-def _feature_values(plan: _LayerPlan, rec: _Recording, index) -> tuple[np.ndarray, list[str]]:
-    """The ``(N, p)`` feature matrix (checked finite) and its column names; fills in the
-    unit shape of a layer recorded through the head's input."""
+def _feature_values(plan: _LayerPlan, rec: _Recording, index):
+    """The ``(N, p)`` feature matrix (checked finite) and a function giving its column names
+    (formatted only when a frame needs them); fills in the unit shape of a layer recorded
+    through the head's input."""
     shapes = rec.shapes
-    blocks, cols = [], []
+    blocks, layout = [], []
+    finite = True
     for name in plan.names:
+        if name == plan.input_layer or name == plan.head_in:
+            t = rec.head_rows.result()
+            finite = finite and rec.head_rows.finite  # checked batch by batch, in cache
+        else:
+            t = torch.cat(rec.records[name])
+            # a finite sum means every value is finite (torch's sum: ~3x numpy's pairwise one)
+            finite = finite and math.isfinite(t.sum().item())
         src = plan.head_in if name == plan.input_layer else name
-        arr = (
-            rec.head_rows.result() if src == plan.head_in else torch.cat(rec.records[src])
-        ).numpy()
         if name != src:
             shapes.setdefault(name, shapes[src])
-        conv = len(shapes[name]) == 3
-        blocks.append(arr)
-        cols.extend(unit_names(name, arr.shape[1], conv))
+        blocks.append(t.numpy())
+        layout.append((name, t.shape[1], len(shapes[name]) == 3))
     values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-    if not np.isfinite(values.sum()):  # a finite sum means every value is finite
-        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=cols))
-    return values, cols
+
+    def columns() -> list[str]:
+        return [c for name, p, conv in layout for c in unit_names(name, p, conv)]
+
+    if not finite:
+        chk.check_finite_features(pd.DataFrame(values, index=index(), columns=columns()))
+    return values, columns
 
 
 def _class_names(head_desc: Head | None, classes, k: int) -> list[str]:
@@ -571,14 +592,15 @@ def _metadata(model, info: dict, pool: str, seed, rec: _Recording) -> dict:
 
 
 class _LazyIndex:
-    """The ``sample_id`` index, built once when a frame first needs it."""
+    """The ``sample_id`` index (default ``"0", "1", ...``), built once when first needed."""
 
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids, self._index = ids, None
+    def __init__(self, ids: np.ndarray | None, n: int) -> None:
+        self.ids, self.n, self._index = ids, n, None
 
     def __call__(self) -> pd.Index:
         if self._index is None:
-            self._index = pd.Index(self.ids, name="sample_id")
+            ids = self.ids if self.ids is not None else np.arange(self.n).astype(str)
+            self._index = pd.Index(ids, name="sample_id")
         return self._index
 
 
@@ -592,24 +614,34 @@ def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | No
 
 class _Rows:
     """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
-    no concatenation); falls back to a list of copies when the row count is not known."""
+    no concatenation); falls back to a list of copies when the row count is not known.
 
-    def __init__(self, n_total: int | None) -> None:
+    ``finite`` says whether every value written so far is finite: each batch is summed right
+    after its copy, while it is still in cache (a finite sum means every value is finite).
+    """
+
+    def __init__(self, n_total: int | None, check: bool = False) -> None:
         self.n, self.pos, self.buf, self.parts = n_total, 0, None, []
+        self.check, self.finite = check, True
 
     def write(self, t: torch.Tensor) -> None:
         t = t.reshape(t.shape[0], -1)
         b = t.shape[0]
+        end = self.pos + b
         if self.n is not None and self.buf is None:
             self.buf = torch.empty((self.n, t.shape[1]), dtype=torch.float32)
-        if self.buf is not None and self.pos + b <= self.n and t.shape[1] == self.buf.shape[1]:
-            self.buf[self.pos : self.pos + b].copy_(t)
+        if self.buf is not None and end <= self.n and t.shape[1] == self.buf.shape[1]:
+            dst = self.buf[self.pos : end]
+            dst.copy_(t)
         else:  # more rows than announced: keep what is written and continue with copies
             if self.buf is not None:
                 self.parts, self.buf = [self.buf[: self.pos]], None
                 self.n = None
-            self.parts.append(t.to("cpu", torch.float32, copy=True))
-        self.pos += b
+            dst = t.to("cpu", torch.float32, copy=True)
+            self.parts.append(dst)
+        if self.check and self.finite:  # the float32 copy: a float64 value past float32's range is inf here
+            self.finite = math.isfinite(dst.sum().item())
+        self.pos = end
 
     def result(self) -> torch.Tensor:
         if self.buf is not None:
@@ -617,33 +649,43 @@ class _Rows:
         return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
 
 
-def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total):
+def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
+                 whole: bool):
     """Forward every batch through the recorder; logits and the head's input go to ``rows``;
-    returns labels (or None) and the ids arrays."""
+    returns the labels and ids arrays a loader gave per batch (in-memory data holds them
+    whole: nothing to collect). Inputs are checked finite where it costs least
+    (:mod:`glminterp._input_check`); the first batch was checked before the head was traced.
+    """
     head_rows, logit_rows = rows
     labels, ids = [], []
-    have_labels = first[1] is not None
+    collect_labels = not whole and first[1] is not None
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
+    forward, model = rec.forward, rec.model
+    inputs = InputCheck(model, chk.check_finite_inputs)
+    inputs.probe()
     try:
         with torch.inference_mode():
             for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
-                if b:  # the first batch was checked before the head was traced
-                    chk.check_finite_inputs(x, i, logit_rows.pos)
-                if x.device != device:
-                    x = x.to(device, non_blocking=True)
-                logit_rows.write(chk.check_output(rec.forward(x), rec.model))
+                start, xd = logit_rows.pos, x if x.device == device else x.to(device)
+                v = inputs.before(xd, i, start, b == 0)
+                out = forward(xd)
+                inputs.after(xd, i, start, v, b == 0)
+                if not isinstance(out, torch.Tensor):
+                    chk.check_output(out, model)
+                logit_rows.write(out)
                 if head_rows.pos != logit_rows.pos and head_rows.pos:
                     raise ValueError("The head's input and output row counts differ.")
-                if have_labels:
+                if collect_labels:
                     labels.append(chk.label_tensor(y))
-                if i is not None:
+                if not whole and i is not None:
                     ids.append(np.asarray(i))
                 if bar is not None:
                     bar.update(x.shape[0])
     finally:
+        inputs.remove()
         if bar is not None:
             bar.close()
-    return (torch.cat(labels).cpu() if have_labels else None), ids
+    return (torch.cat(labels).cpu() if collect_labels else None), ids
 
 
 def _targets(labels: torch.Tensor | None, n: int, k: int):
@@ -686,8 +728,8 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
     return pd.concat(parts, axis=1)
 
 
-def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
-    n = len(ids)
+def _split_column(split, from_data, index: _LazyIndex, n: int) -> np.ndarray:
+    """Split names per row, checked here (built eagerly only for a Series, which needs ids)."""
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
@@ -695,11 +737,11 @@ def _split_column(split, from_data, ids: np.ndarray) -> np.ndarray:
     if isinstance(split, str):
         return np.full(n, split)
     if isinstance(split, pd.Series):
-        index = pd.Index(ids)
-        missing = index.difference(split.index)
+        ids = pd.Index(index())
+        missing = ids.difference(split.index)
         if len(missing):
             raise ValueError(f"split: no entry for {len(missing)} sample ids, e.g. {list(missing[:3])}.")
-        return split.reindex(index).to_numpy().astype(str)
+        return split.reindex(ids).to_numpy().astype(str)
     arr = np.asarray(split).astype(str)
     if arr.shape != (n,):
         raise ValueError(f"split: expected {n} names, got shape {arr.shape}.")

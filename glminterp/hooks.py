@@ -19,8 +19,10 @@ POOLS: tuple[str, ...] = ("avg", "max")
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for parameter-free models)."""
-    for p in model.parameters():
-        return p.device
+    for m in model.modules():  # parameters()' order, without its generator's set-up cost
+        for p in m._parameters.values():
+            if p is not None:
+                return p.device
     return torch.device("cpu")
 
 
@@ -107,9 +109,20 @@ class model_guard:  # noqa: N801 - used like a function: ``with model_guard(mode
 
     def __enter__(self) -> nn.Module:
         m = self.model
-        flags = [(mod, mod.training) for mod in m.modules()]
-        params = [(p, p.requires_grad, p.grad) for p in m.parameters()]
-        buffers = [(b, b.detach().clone()) for b in m.buffers()]
+        mods = list(m.modules())
+        flags = [(mod, mod.training) for mod in mods]
+        # what parameters() / buffers() yield (each tensor once), read from one module walk:
+        # the generators walk the tree again each, a fixed cost that small models notice
+        params, buffers, seen = [], [], set()
+        for mod in mods:
+            for p in mod._parameters.values():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append((p, p.requires_grad, p.grad))
+            for b in mod._buffers.values():
+                if b is not None and id(b) not in seen:
+                    seen.add(id(b))
+                    buffers.append((b, b.detach().clone()))
         self._saved = (flags, params, buffers)
         if self.eval_mode and any(f for _, f in flags):
             m.eval()

@@ -39,7 +39,11 @@ Statistics
     the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
     ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
     ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
-    (seeded draws, shared by all images of a class).
+    (seeded draws, shared by all images of a class; for a factor of ``Sigma_c`` wider than the
+    map's ``h w`` cells they are drawn in the cells' field space, the same distribution). Only
+    the draws that can reach the quantile's order statistics are upsampled and maximised
+    exactly; a bound at the cells rules out the rest (same quantile, see
+    :mod:`glminterp.maps.cam_uncertainty`).
 """
 
 from __future__ import annotations

@@ -17,20 +17,36 @@ channels, then take the norm) is the slow reference used by the tests.
 
 The simultaneous threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` with
 ``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e. ``a(u)' (beta* - beta_hat) / SE(u)``
-with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``.
-For wide heads (rank ``r`` large next to the ``h w`` feature cells) the draws are projected
-onto the cells first and the simulated fields upsampled (:func:`_sim_max_abs_z_cells`): the
-cost per draw drops from ``H W r`` to about ``h w r + H W h``, same numbers.
+with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``
+(shared by all images of the class). ``z*`` is a linear map of the draw: at the feature cells
+the simulated field is ``f = V e`` (``V`` the ``h w x r`` matrix of the ``v_i``), and every
+output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
+(:func:`_sim_thresholds`):
+
+- the draws live in the cell field's own space: ``e`` itself (``r`` numbers) when ``r <= h w``,
+  the same numbers as projecting coefficient draws; for wider factors ``g`` with
+  ``f = L g``, ``L L' = V V'`` (:func:`field_loadings`, ``h w`` numbers per draw whatever
+  ``p``): the same distribution of ``f``, so of the statistic;
+- with the cell z values ``zeta_c = f_c / SE_c``, ``max_u |z*(u)| <= max_c K_c |zeta_c|``
+  (:func:`_cell_bounds`): one product per image and a reduction over the ``h w`` cells bound
+  every draw, no upsampling;
+- the quantile needs only the ``~ alpha n_sim`` largest maxima: they are computed exactly
+  (upsampled, pixel by pixel) only for the draws whose bound can reach them.
+
+The result is the quantile of the same exact maxima: equal to the full pixel-space
+simulation with the same draws to float32 rounding (:func:`_sim_max_abs_z` and
+:func:`_sim_max_abs_z_cells` are those direct references, used by the tests).
 
 Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`): the
 factors of all classes are stacked so that one product per image chunk gives every class's
 ``v``, and the five fields and the interpolation run for all classes at once (same algebra,
-equal to the per-class loop to rounding). With it, the per-class loop below is kept as is, so
-the seeded draws and thresholds do not change.
+equal to the per-class loop to rounding). With it, the per-class loop below runs, one seeded
+stream of draws per class.
 """
 
 from __future__ import annotations
 
+import math
 from functools import cache
 from typing import Any
 
@@ -42,7 +58,8 @@ from threadpoolctl import ThreadpoolController
 
 # image chunks: the feature-resolution factor channels of one class (float64) ...
 _SE_CHUNK_BYTES = 32 * 2**20
-# ... and the (images, draws, locations) float32 block of the simulation, sized to stay in cache
+# ... and the float32 blocks of the simulation: (images, cells, draws) of the bounds, sized to
+# stay in cache, and (images, draws, pixels) of the exact maxima of ~ n_sim / 10 draws (4x)
 _SIM_CHUNK_BYTES = 8 * 2**20
 # ... and the factor channels of all classes at once (fast path), sized to stay in L2
 _SE_ALL_CHUNK_BYTES = 2**20
@@ -187,6 +204,132 @@ def _cells_cheaper(h: int, w: int, size: tuple[int, int], r: int) -> bool:
     return 4 * cells < big_h * big_w * r
 
 
+# ------------------------------------------------------------ simultaneous threshold (bounded)
+def field_loadings(v: torch.Tensor) -> torch.Tensor:
+    """``L`` (b, h w, k) with ``L L' = V V'``: the cell field ``f = V e`` is ``L g``, ``g ~ N(0, I_k)``.
+
+    With rank ``r <= h w`` this is ``V`` itself (``g`` are the coefficient-space draws); wider
+    factors are reduced to the ``h w x h w`` Cholesky factor of the cells' covariance (an
+    eigen-square-root where it is singular), so the cost per draw is ``h w`` whatever ``r``.
+    """
+    b, h, w, r = v.shape
+    vf = v.reshape(b, h * w, r)
+    if r <= h * w:
+        return vf
+    gram = torch.matmul(vf, vf.transpose(1, 2))
+    fac, info = torch.linalg.cholesky_ex(gram)
+    bad = info > 0
+    if bad.any():  # singular (dead cells, repeated activations): eigen-square-root
+        d, q = torch.linalg.eigh(gram[bad])
+        fac[bad] = q * d.clamp_min(0).sqrt()[:, None, :]
+    return fac
+
+
+def _cell_bounds(
+    se_cells: torch.Tensor, se_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor
+) -> torch.Tensor:
+    """``K_c`` (b, h w): ``max_u |z*(u)| <= max_c K_c |zeta_c|`` for every draw.
+
+    A pixel interpolates cells with weights ``w_c(u) >= 0``, so ``|z*(u)| = |sum_c w_c(u)
+    SE_c zeta_c| / SE(u) <= max_c |zeta_c| (U SE_cells)(u) / SE(u)`` over its cells; ``K_c`` is
+    the largest such ratio over the pixels that cell ``c`` enters (a rectangle).
+    """
+    ratio = torch.matmul(uy, torch.matmul(se_cells, ux.T))
+    ratio = torch.where(se_pix > 0, ratio / se_pix.clamp_min(1e-300), 0.0)  # (b, H, W)
+    rows = torch.stack([ratio[:, uy[:, i] > 0].amax(1) for i in range(uy.shape[1])], 1)
+    return torch.stack([rows[:, :, ux[:, i] > 0].amax(2) for i in range(ux.shape[1])], 2)
+
+
+def _upper_bounds(lz: torch.Tensor, kcell: torch.Tensor, draws_t: torch.Tensor) -> torch.Tensor:
+    """``max_c K_c |zeta_c|`` (b, n) per image and draw: an upper bound of ``max_u |z*(u)|``.
+
+    One product per image (batched, so an image's numbers do not depend on its chunk) into a
+    reused buffer, then in-place ``abs`` and a reduction over the cells.
+    """
+    b, hw, k = lz.shape
+    scaled = (lz * (kcell.reshape(b, hw) * (1 + 1e-4))[..., None]).float()  # float32 margin
+    buf = torch.empty(b, hw, draws_t.shape[1])
+    torch.matmul(scaled, draws_t.expand(b, k, -1), out=buf)
+    return buf.abs_().amax(1)
+
+
+def _exact_max(
+    f: torch.Tensor, inv_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor
+) -> torch.Tensor:
+    """``max_u |z*(u)|`` (t, j) of the simulated cell fields ``f`` (t, j, h, w), float32.
+
+    Upsampled (two small products) and scaled by ``1 / SE(u)`` (0 where the SE is 0), as in
+    the pixel-space simulation.
+    """
+    t, j, h, w = f.shape
+    step = max(1, _SIM_CHUNK_BYTES // (t * 4 * uy.shape[0] * ux.shape[0]))  # bounded memory
+    out = []
+    for s in range(0, j, step):
+        q = torch.matmul(uy, torch.matmul(f[:, s : s + step], ux.T))  # (t, step, H, W)
+        q.mul_(inv_pix[:, None]).abs_()
+        out.append(q.flatten(2).amax(2))
+    return torch.cat(out, 1)
+
+
+def _sim_thresholds(
+    v: torch.Tensor, se_pix: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor,
+    draws: torch.Tensor, alpha: float,
+) -> torch.Tensor:
+    """``(1 - alpha)`` quantile of ``max_u |z*(u)|`` over the draws, per image: (b,) float64.
+
+    The interpolated quantile only needs the ``m`` largest maxima,
+    ``m = n - floor((1 - alpha)(n - 1))``. Every draw gets the cheap bound of
+    :func:`_upper_bounds`; the maxima are computed exactly (:func:`_exact_max`) in order of
+    decreasing bound: a first block, then (if the ``m``-th largest exact maximum so far, a
+    lower bound of the true one, is below the largest bound left out) every draw whose bound
+    reaches it. The draws left out are then at most that order statistic, so the quantile is
+    that of all ``n`` exact maxima.
+    """
+    b, h, w, _ = v.shape
+    n = draws.shape[0]
+    se_cells = torch.linalg.vector_norm(v, dim=3)  # (b, h, w)
+    inv_cells = torch.where(se_cells > 0, 1.0 / se_cells.clamp_min(1e-300), 0.0)
+    fac = field_loadings(v)  # cell field f = fac g
+    ub = _upper_bounds(fac * inv_cells.reshape(b, h * w, 1),
+                       _cell_bounds(se_cells, se_pix, uy, ux), draws.T)
+    fac32, uy32, ux32 = fac.float(), uy.float(), ux.float()
+    inv_pix = torch.where(se_pix > 0, 1.0 / se_pix.clamp_min(1e-300), 0.0).float()
+    m = n - math.floor((1 - alpha) * (n - 1))
+    top = torch.full((b, m), -1.0)  # the m largest exact maxima so far, descending
+    todo, s, j = torch.arange(b), 0, min(n, m + m // 4 + 8)
+    ub_sorted, order = torch.topk(ub, min(n, 2 * j + 1), dim=1)  # usually enough; else all
+    while todo.numel():
+        if j >= order.shape[1] and order.shape[1] < n:
+            ub_sorted, order = torch.sort(ub, dim=1, descending=True, stable=True)
+        idx = order[todo, s:j]
+        f = torch.matmul(draws[idx], fac32[todo].transpose(1, 2))  # (t, j - s, hw)
+        mx = _exact_max(f.view(todo.numel(), -1, h, w), inv_pix[todo], uy32, ux32)
+        top[todo] = torch.topk(torch.cat([top[todo], mx], 1), m, dim=1).values
+        if j == n:
+            break
+        lam = top[todo, -1]  # a lower bound of the m-th largest maximum
+        todo = todo[lam < ub_sorted[todo, j]]  # a draw left out could still rank
+        # next: every draw whose bound reaches that lower bound (those alone can rank)
+        s, j = j, int((ub[todo] >= top[todo, -1:]).sum(1).max()) if todo.numel() else n
+    return _lerp_quantile(top.double(), n, 1 - alpha)
+
+
+def _lerp_quantile(top: torch.Tensor, n: int, q: float) -> torch.Tensor:
+    """``torch.quantile(x, q)`` (linear) of ``n`` values from their ``m`` largest ``top``.
+
+    The rank ``q (n - 1)`` falls between the ``m``-th and ``(m - 1)``-th largest values; the
+    interpolation is ``torch.lerp``'s, so the result equals ``torch.quantile`` on all values.
+    """
+    pos = q * (n - 1)
+    m = n - math.floor(pos)
+    weight = pos - math.floor(pos)
+    below = top[:, m - 1]
+    above = top[:, m - 2] if m >= 2 else below
+    if weight < 0.5:
+        return below + weight * (above - below)
+    return above - (above - below) * (1 - weight)
+
+
 def _all_class_se_z(
     cells: np.ndarray,
     factors: list[np.ndarray],
@@ -318,20 +461,32 @@ def uncertainty(
         ``sim_threshold`` (N, C) and ``mask_simultaneous``.
     """
     n, p, h, w = acts.shape
-    n_cls = len(class_ids)
-    uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
-    wy, wx = quadratic_weights(uy), quadratic_weights(ux)
     crit = float(stats.norm.ppf(1 - alpha / 2))
     if not simultaneous:
         # all classes at once; the simulation below keeps its per-class path and seeded draws
         aug = np.empty((p + 1, n, h, w))  # channels first, images next: cells are columns
         aug[0] = share
         aug[1:] = acts.permute(1, 0, 2, 3).numpy()
-        quad = [tuple(t.numpy() for t in pair) for pair in (wy, wx)]
+        quad = [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
+                for k, big in ((h, size[0]), (w, size[1]))]
         with _one_blas_thread():
             factors = [sqrt_factor(c) for c in covs]
             se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)
         return {"se": se, "z": z, "mask_pointwise": mask_p, "pointwise_threshold": crit}
+    return _simulated(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed) | {
+        "pointwise_threshold": crit}
+
+
+def _simulated(
+    acts: torch.Tensor, covs: np.ndarray, class_ids: list[int], raw: np.ndarray, share: float,
+    size: tuple[int, int], alpha: float, n_sim: int, seed: int,
+) -> dict[str, Any]:
+    """:func:`uncertainty` with the simultaneous threshold: one class at a time, seeded draws."""
+    n, p, h, w = acts.shape
+    n_cls = len(class_ids)
+    uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
+    wy, wx = quadratic_weights(uy), quadratic_weights(ux)
+    crit = float(stats.norm.ppf(1 - alpha / 2))
     with _one_blas_thread():
         factors = [torch.from_numpy(sqrt_factor(c)) for c in covs]
     # channels last, cells flattened: v = R_c a_i is then one matrix product per class
@@ -342,16 +497,18 @@ def uncertainty(
     mask_s = torch.empty(raw_t.shape, dtype=torch.bool)
     thr = np.full((n, n_cls), np.nan)
     per_se = max(1, _SE_CHUNK_BYTES // (8 * h * w * max(f.shape[0] for f in factors)))
-    per_sim = max(1, _SIM_CHUNK_BYTES // (4 * n_sim * size[0] * size[1]))
+    # bounds of all draws (n_sim per cell), exact maxima of ~ n_sim / 10 draws per pixel
+    per_sim = max(1, min(_SIM_CHUNK_BYTES // (4 * n_sim * h * w),
+                         4 * _SIM_CHUNK_BYTES // (4 * (n_sim // 10 + 32) * size[0] * size[1])))
     for i, (j, fac) in enumerate(zip(class_ids, factors)):
-        r = fac.shape[0]
+        k = min(fac.shape[0], h * w)  # rank of the cell field (see field_loadings)
         gen = np.random.default_rng([seed, j])  # one seeded stream per class column
-        draws = torch.from_numpy(gen.standard_normal((n_sim, r))).float()
+        draws = torch.from_numpy(gen.standard_normal((n_sim, k))).float()
         for s in range(0, n, per_se):
             v = torch.matmul(cells[s * h * w : (s + per_se) * h * w], fac[:, 1:].T)
             if share:
                 v += share * fac[:, 0]
-            v = v.reshape(-1, h, w, r)  # (b, h, w, r)
+            v = v.reshape(-1, h, w, fac.shape[0])  # (b, h, w, r)
             b = v.shape[0]
             se_c = quadratic_upsample(v, wy, wx).clamp_min_(0).sqrt_()
             z_c = raw_t[s : s + b, i] / se_c
@@ -360,15 +517,11 @@ def uncertainty(
             se[s : s + b, i], z[s : s + b, i] = se_c, z_c
             z_c.abs_()
             mask_p[s : s + b, i] = z_c > crit
-            sim = _sim_max_abs_z_cells if _cells_cheaper(h, w, size, r) else _sim_max_abs_z
-            zmax = torch.cat([
-                sim(v[t : t + per_sim], se_c[t : t + per_sim], uy, ux, draws)
+            q = torch.cat([
+                _sim_thresholds(v[t : t + per_sim], se_c[t : t + per_sim], uy, ux, draws, alpha)
                 for t in range(0, b, per_sim)
             ])
-            q = torch.quantile(zmax.double(), 1 - alpha, dim=1)
             thr[s : s + b, i] = q.numpy()
             mask_s[s : s + b, i] = z_c > q[:, None, None]
-    return {
-        "se": se.numpy(), "z": z.numpy(), "mask_pointwise": mask_p.numpy(),
-        "pointwise_threshold": crit, "sim_threshold": thr, "mask_simultaneous": mask_s.numpy(),
-    }
+    return {"se": se.numpy(), "z": z.numpy(), "mask_pointwise": mask_p.numpy(),
+            "sim_threshold": thr, "mask_simultaneous": mask_s.numpy()}
