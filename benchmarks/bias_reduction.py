@@ -13,11 +13,17 @@ same data, every check included (both prove overlap from a clean maximum-likelih
 skip the separation LP; the bias reduction then starts from that MLE); ``--lp`` also times the
 LP on its own (minutes at the full size on the LP of this version).
 
-Measured (2 shared cores, load ~6, one run): ``--public`` at N=10,000, p=256, K=10: MLE refit
-7.97 s, ``remedy="firth"`` 34.25 s (7 bias-reduction iterations from the MLE start; overlap
-proved by the clean MLE, no LP): 4.29x (goal <= 3). ``--public --small``: 0.15 s vs 0.17 s
-(1.12x); the LP alone there 0.77 s. Per iteration the time is one information matrix plus the
-hat quantities (each one BLAS pass of ``N (K-1)^2 (p+1)^2``) and a Cholesky inverse. Coverage: see
+Measured (2 shared cores, load 4-17 from other jobs, one run each; ratios within a run):
+``--public`` at N=10,000, p=256, K=10: MLE refit 36.38 s, ``remedy="firth"`` 96.30 s (7
+bias-reduction evaluations from the MLE start, whose Fisher information is reused; overlap
+proved by the clean MLE, no LP): 2.65x. An earlier run at load ~4 gave 6.28 s vs 79.69 s
+(8 evaluations, before the reuse): 12.7x, and the previous version's quiet-machine figure was
+4.29x; one evaluation (information matrix, Cholesky inverse, hat values: ~6 s single-threaded)
+costs about as much as the whole MLE fit, so the ratio is about 1 + 7 x (evaluation / MLE fit)
+and the goal <= 3 is not reliably met. ``--public --small``: 0.24 s vs 0.32 s (1.31x).
+``--public --small --separated`` (bias reduction on completely separated data of the same
+size, the MLE refit timed on the overlapping data): 0.30 s vs 3.64 s (11.9x; 72 Fisher-metric
+iterations, 2.70 s, plus the failed MLE attempt and the separation LP). Coverage: see
 :func:`coverage`.
 """
 
