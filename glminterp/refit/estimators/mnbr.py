@@ -102,7 +102,7 @@ class MultinomialBiasReduction:
             beta=beta, cov=np.array(res.cov), results=res, stats=stats, inference=INFERENCE,
             engine="remedy:mnbr", converged=True,
             criterion=f"Fisher-metric step I^-1 (U + A) below tol={res.tol:g} "
-                      f"({res.n_iter} iterations; brglm2's criterion)",
+                      f"({res.n_iter} iterations, method {res.method}; brglm2's criterion)",
             labelled=True, start="maximum likelihood" if start is not None else "null",
         )
 
