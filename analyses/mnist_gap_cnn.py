@@ -15,16 +15,22 @@ import glminterp as gi
 from glminterp.report.studies import StudyConfig, study_main
 
 NAME = "mnist_gap_cnn"
-# 64 channels feed the head: wide enough to be accurate (test accuracy about 0.97), so the
-# refit rows are (nearly) separated and the report shows which estimator that calls for.
-DEFAULTS = StudyConfig(epochs=30, lr=3e-3, widths=(32, 64, 64))
+# 64 channels feed the head. With 2,500 training images, what makes the network accurate
+# (test accuracy about 0.98, seed 0) is BatchNorm before each ReLU and training on copies of
+# the images shifted by up to 2 pixels (seeded), with AdamW on a one-cycle learning rate. An
+# accurate network's features separate the classes on fresh rows too, so the report shows
+# which estimator that calls for, and why.
+DEFAULTS = StudyConfig(epochs=20, batch_size=64, lr=5e-3, weight_decay=1e-4, optimizer="adamw",
+                       schedule="onecycle", augment="shift", max_shift=2, widths=(32, 64, 64),
+                       batchnorm=True)
 
 
 def run(out="reports", *, config=DEFAULTS, seed=0, progress=True, command_line=None,
         data=None, name=NAME):
     data = gi.load_mnist5k() if data is None else data
     kwargs = {"in_channels": int(data.images.shape[1]), "n_classes": data.n_classes,
-              "widths": tuple(config.widths)}
+              "widths": tuple(config.widths), "batchnorm": config.batchnorm,
+              "dropout": config.dropout}
     model = gi.build_model("gap_cnn", seed=seed, **kwargs)
     analysis = gi.Analysis(
         model, data, size=config.size, splits=dict(config.fractions), seed=seed, name=name,

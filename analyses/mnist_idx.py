@@ -11,10 +11,11 @@ study runs in minutes; ``--size 60000`` uses all. Writes ``<out>/mnist_idx/``.
 """
 
 import glminterp as gi
-from glminterp.report.studies import StudyConfig, load_study, study_main
+from glminterp.report.studies import load_study, study_main
 
 NAME = "mnist_idx"
-DEFAULTS = StudyConfig(size=20000, epochs=8, lr=3e-3, widths=(32, 64, 64))
+# the mnist_gap_cnn network and training recipe, fewer epochs on the larger train split
+DEFAULTS = load_study("mnist_gap_cnn").DEFAULTS.replace(size=20000, epochs=8)
 
 
 def run(out="reports", *, idx_path, config=DEFAULTS, seed=0, progress=True, command_line=None):

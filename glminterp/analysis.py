@@ -13,7 +13,9 @@ Each step is a method that can be called alone (:meth:`Analysis.extract`,
 :meth:`Analysis.run` calls the ones not yet done. Nothing is trained unless
 :meth:`Analysis.train` is called. The refit uses the estimator the data need: the
 maximum-likelihood GLM when it exists, otherwise a separation remedy, and
-:attr:`Analysis.estimator` records which and why. The maps and visualizations are those that
+:attr:`Analysis.estimator` records which and why; when the MLE exists, the bias-reduced fit
+of the same model is fitted beside it (:attr:`Analysis.bias_reduced`) for the report to show
+next to it. The maps and visualizations are those that
 apply to the architecture (:func:`applicable_steps`); the others are listed as not applicable,
 with the reason, in the report.
 """
@@ -63,7 +65,8 @@ class Plan:
         Refit family (``"auto"`` follows the head's link).
     remedy : {"auto", None, "firth", "ridge", "pca"}
         ``"auto"``: maximum likelihood, and if the refit rows are separated the remedy the data
-        need (:func:`choose_estimator`). None: maximum likelihood only (a separated refit fails
+        need (:func:`choose_estimator`); when the MLE exists the bias-reduced fit is also
+        computed and shown beside it (:func:`bias_reduced_beside`). None: maximum likelihood only (a separated refit fails
         and the report says so). A name forces that remedy.
     engine : {"auto", "statsmodels", "fast"}
     top_units : int
@@ -234,6 +237,33 @@ def choose_estimator(fit: Callable, remedy: str | None, n_classes: int):
     raise last  # pragma: no cover - ridge always exists
 
 
+_BESIDE_WHY = (
+    " It is the estimate shown (the model's own likelihood and its tests); the bias-reduced "
+    "fit of the same model (remedy='firth', Kosmidis & Firth 2011) is shown beside it, since "
+    "with few events per parameter the MLE is biased away from zero and the difference "
+    "shows by how much.")
+
+
+def bias_reduced_beside(fit: Callable, choice: EstimatorChoice):
+    """The bias-reduced fit to show beside the MLE that ``choice`` made (``remedy="auto"``).
+
+    Returns ``(result or None, choice)``: when ``choice`` is the maximum-likelihood estimate,
+    ``fit(remedy="firth")`` of the same model, and the choice with ``why`` saying what is
+    shown (and, if the bias-reduced fit failed, why it is not). Otherwise ``(None, choice)``:
+    a remedy was used because the MLE does not exist, and ``why`` already says so.
+    """
+    if choice.remedy is not None or choice.tried != ("mle",):
+        return None, choice
+    try:
+        res = fit(remedy="firth")
+    except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:  # FitError: no optimum
+        first = str(e).split(". ")[0]
+        return None, replace(choice, why=choice.why + " It is the estimate shown; the "
+                             f"bias-reduced fit beside it is not available ({first}).",
+                             detail=f"Bias-reduced fit: {e}")
+    return res, replace(choice, why=choice.why + _BESIDE_WHY, tried=("mle", "firth (beside)"))
+
+
 def _separation_phrase(err) -> str:
     classes = list(getattr(err, "classes", ()) or ())
     n_units = int(getattr(err, "n_units", 0) or 0)
@@ -312,6 +342,8 @@ class Analysis:
         self.refit = None
         self.refit_error: str | None = None
         self.estimator: EstimatorChoice | None = None
+        #: The bias-reduced fit shown beside the MLE (``remedy="auto"`` when the MLE exists).
+        self.bias_reduced = None
         self.extras: dict = {}
         self.sections_run: dict[str, str] = {}
         self.folder: Path | None = None
@@ -405,6 +437,8 @@ class Analysis:
             self.refit, self.estimator = choose_estimator(
                 fit, p.remedy, len(self.activations.head.classes))
             self.refit_error = None
+            if p.remedy == "auto":
+                self.bias_reduced, self.estimator = bias_reduced_beside(fit, self.estimator)
         except ImportError as e:
             self.refit_error = f"the refit module is not available in this installation ({e})."
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as e:

@@ -43,6 +43,14 @@ _AUTO_CG_MIN_PARAMS = 500  # below this a full information matrix is cheaper tha
 _CHUNK_BYTES = 32 * 2**20  # working memory per chunk of the stacked design
 _MEMORY_FRACTION = 0.8  # of the memory available at fit time that the full covariance may use
 _N_INVERSES = 0  # full inverses computed in this process (the tests count them)
+# Cost model (flops per second relative to a Fisher-vector product, one BLAS thread, measured
+# on the benchmark design): the product is two narrow (J-column) matrix products, memory-bound;
+# the information matrix is one wide syrk (BLAS-3), the Cholesky faster still.
+_RATE_FISHER = 6.0  # syrk flops/s over HVP flops/s
+_RATE_CHOL = 10.0  # potrf/potri flops/s over HVP flops/s
+_CG_SHARE = 0.3  # of one information matrix + Cholesky that Newton-CG may spend in products
+_FORCING = "score"  # inner CG tolerance rule ("ew": Eisenstat-Walker choice 2)
+_ROUNDING = 1e3 * np.finfo(float).eps  # predicted gains below this times |llf| are noise
 
 
 class FisherSingularError(ValueError):
@@ -369,6 +377,57 @@ class _Trace:
     n_hvp: int = 0
     n_eval: int = 0
     history: list[float] = field(default_factory=list)
+    plan: dict = field(default_factory=dict)
+
+
+def solver_costs(n_obs: int, n_terms: int, n_classes: int) -> dict[str, float]:
+    """Predicted cost of the fit's building blocks, in Fisher-vector products (HVPs).
+
+    One HVP is ``~4 N m`` flops (``m = (K-1)(p+1)`` parameters, two narrow matrix products,
+    memory-bound); one information matrix ``~N m^2 + N m q`` (one syrk, BLAS-3, about
+    ``_RATE_FISHER`` times the flop rate); its Cholesky ``m^3/3`` and the inverse from it
+    ``2 m^3/3`` (about ``_RATE_CHOL`` times). The covariance needs one information matrix, its
+    Cholesky and the inverse at the optimum whatever the solver (the floor); the question is
+    only how to get there.
+
+    Returns
+    -------
+    dict
+        ``fisher``, ``cholesky``, ``inverse`` in HVP units, and ``n_params``.
+    """
+    n, q, j = float(max(n_obs, 1)), float(n_terms), float(max(n_classes - 1, 1))
+    m = q * j
+    hvp = 4.0 * n * m + 10.0 * n * j  # the products plus the probability arithmetic
+    return {
+        "n_params": int(m),
+        "fisher": (n * m * m + n * m * q) / _RATE_FISHER / hvp,
+        "cholesky": m**3 / 3.0 / _RATE_CHOL / hvp,
+        "inverse": 2.0 * m**3 / 3.0 / _RATE_CHOL / hvp,
+    }
+
+
+def solver_plan(method: str, n_obs: int, n_terms: int, n_classes: int,
+                full: bool = True, cg_max_iter: int = 200) -> dict:
+    """The solver ``method="auto"`` resolves to and the HVP budget, from :func:`solver_costs`.
+
+    Newton-CG spends Fisher-vector products until its step is below the tolerance, then builds
+    the one information matrix the covariance needs anyway (and takes one last exact step with
+    its Cholesky). Products beyond ``_CG_SHARE`` of that matrix's cost mean CG is fighting an
+    ill-conditioned system: the fit then hands over to exact Newton steps (one information
+    matrix + Cholesky each), whose count is predictable. Below ``_AUTO_CG_MIN_PARAMS``
+    parameters a full matrix costs a few dozen products: plain Newton.
+    """
+    c = solver_costs(n_obs, n_terms, n_classes)
+    resolved = method
+    if method == "auto":
+        resolved = "newton-cg" if c["n_params"] > _AUTO_CG_MIN_PARAMS else "newton"
+    if not full:  # matrix-free callers: no information matrix will be built at all
+        budget = max(200, 20 * cg_max_iter)
+    else:
+        budget = int(max(50, _CG_SHARE * (c["fisher"] + c["cholesky"])))
+    return {"method": resolved, "hvp_budget": budget if resolved == "newton-cg" else 0,
+            "fisher_in_hvp": round(c["fisher"], 1), "cholesky_in_hvp": round(c["cholesky"], 1),
+            "inverse_in_hvp": round(c["inverse"], 1), "handover": None}
 
 
 def _cholesky(f: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -452,7 +511,7 @@ def _finish(obj, beta, tol, max_iter, trace: _Trace, llf=None, grad=None, monito
                 beta, llf, grad = beta + step, new_llf, new_grad
             converged = True
             break
-        if float(grad @ step) <= 1e3 * np.finfo(float).eps * max(1.0, abs(llf)):
+        if float(grad @ step) <= _ROUNDING * max(1.0, abs(llf)):
             # the predicted gain is at the rounding level of llf: a line search cannot see
             # it (it would creep with tiny steps), and the quadratic model is exact here
             beta = beta + step
@@ -475,19 +534,32 @@ class DivergenceMonitor:
     """Recognise separated data from the Newton iterations themselves, early.
 
     On separated data the log-likelihood rises towards a plateau along a direction of
-    recession: Newton takes full steps of about constant length (coefficients grow linearly)
-    while the gains shrink geometrically, and the linear predictors grow without bound. A
-    finite optimum shows the opposite (steps shrink quadratically). The monitor raises
-    :class:`~glminterp.refit.separation.SeparationError` once ``window`` consecutive full steps
-    show the first pattern, the coefficients have grown by half, some fitted probability
-    has saturated (above ``1 - 1e-10``, a log-odds beyond 23) and the log-likelihood still
-    rises three moves further along the last one (a direction of recession); or when the
-    coefficients double within the window for under 1% of log-likelihood with saturated
-    probabilities (a plateau, also seen with inexact CG steps); or as soon as the mean
-    log-likelihood per row is above ``-llf_tol`` (a near-perfect fit), whichever comes first,
-    so the fit stops after a few data passes, not hundreds of products. A finite optimum very
-    far from the start can look the same for a few steps; the saturation requirement keeps
-    such fits (moderate fitted probabilities) running.
+    recession: the coefficients keep growing at a steady rate while the gains shrink
+    geometrically and fitted probabilities saturate. A finite optimum shows the opposite
+    (steps shrink quadratically, the coefficients settle). The monitor raises
+    :class:`~glminterp.refit.separation.SeparationError` on the first of:
+
+    - a perfect fit: the mean log-likelihood per row above ``-llf_tol``;
+    - a plateau: the coefficients doubled within ``window`` steps for under 1% of
+      log-likelihood, with saturated probabilities (above ``1 - 1e-10``);
+    - steady divergence, judged on two consecutive windows of ``window`` steps (so the long
+      and short steps that inexact Newton-CG alternates between average out): the largest
+      coefficient grew by half over both windows and by at least half as much in the second
+      as in the first (no sign of settling), the log-likelihood gain of the second window is
+      under half that of the first and under 5% of the log-likelihood, and some fitted
+      probability is above ``1 - 1e-5`` (a log-odds beyond 11.5);
+    - complete separation, on the same two windows: the coefficients keep growing as above
+      while the log-likelihood itself shrinks towards 0 geometrically (by 40% or more per
+      window, twice) and is already above ``-0.05`` per row;
+    - (per step) ``window`` consecutive full steps of steady length with geometrically shrinking
+      gains, saturated probabilities, and a log-likelihood that still rises ``reach`` moves
+      further along the last one (``probe``: a direction of recession; past a finite optimum
+      it falls).
+
+    So the fit stops after a handful of Newton steps, not hundreds of products. A finite
+    optimum very far from the start can look similar for a step or two; requiring the
+    pattern over two windows and saturated probabilities keeps such fits running (tested on
+    optima with coefficients of 6 and on the default designs).
 
     Parameters
     ----------
@@ -540,6 +612,7 @@ class DivergenceMonitor:
             self._raise(trace, f"the largest coefficient grew from {rows[-w - 1][2]:.3g} to "
                         f"{bmax:.3g} in {w} steps while the log-likelihood rose "
                         f"{llf - rows[-w - 1][0]:.3g} only, with saturated probabilities")
+        self._check_windows(trace)
         if not (full and steady and fading and grown):
             return
         if self._max_prob is not None and self._max_prob() <= 1.0 - 1e-10:
@@ -551,6 +624,30 @@ class DivergenceMonitor:
                         f"({last[-1][1]:.3g}) with log-likelihood gains shrinking "
                         f"geometrically; the largest coefficient grew from "
                         f"{rows[-w - 1][2]:.3g} to {bmax:.3g}")
+
+    def _check_windows(self, trace: _Trace) -> None:
+        rows, w = self._rows, self.window
+        if len(rows) < 2 * w + 1:
+            return
+        (l0, _, b0, _), (l1, _, b1, _), (l2, _, b2, _) = rows[-2 * w - 1], rows[-w - 1], rows[-1]
+        grow_prev, grow_now = b1 - b0, b2 - b1
+        gain_prev, gain_now = l1 - l0, l2 - l1
+        if not (grow_prev > 0 and grow_now >= 0.5 * grow_prev):
+            return
+        # complete separation: the log-likelihood itself goes to 0 geometrically
+        vanishing = (l2 > -0.05 * self.n_obs and 0 < l2 / l1 <= 0.6 and 0 < l1 / l0 <= 0.6)
+        plateau = (b2 >= 1.5 * b0 and 0 <= gain_now <= 0.5 * gain_prev
+                   and gain_now <= 0.05 * abs(l2))
+        if not (vanishing or plateau):
+            return
+        if self._max_prob is not None and self._max_prob() <= 1.0 - 1e-5:
+            return
+        what = ("the log-likelihood fell towards 0 geometrically "
+                f"({l0:.4g}, {l1:.4g}, {l2:.4g})" if vanishing else
+                f"the log-likelihood gains shrank ({gain_prev:.3g}, then {gain_now:.3g})")
+        self._raise(trace, f"the largest coefficient kept growing ({b0:.3g}, {b1:.3g}, "
+                    f"{b2:.3g} every {w} steps) while {what}, with saturated fitted "
+                    "probabilities")
 
     def _raise(self, trace: _Trace, why: str) -> None:
         from glminterp.refit.separation import SeparationError
@@ -588,42 +685,74 @@ def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory, moni
     ``monitor(trace, beta, llf, move, t)`` is called after every accepted step (it may raise,
     e.g. :class:`DivergenceMonitor` on separated data). With ``full=False`` the returned
     ``fisher`` and ``cov`` are None and convergence means the CG step fell below ``tol``.
+    The resolved method and the product budget (:func:`solver_plan`) are in ``trace.plan``.
     """
     trace = _Trace()
-    if method == "auto":
-        method = "newton-cg" if obj.n_params > _AUTO_CG_MIN_PARAMS else "newton"
     beta = np.array(start, dtype=np.float64)
-    if method == "newton" and full:
-        out = _finish(obj, beta, tol, max_iter, trace, monitor=monitor, max_memory=max_memory)
-        return (*out, trace)
     llf, grad = obj.value_grad(beta)
     trace.n_eval += 1
+    n_classes = getattr(obj, "j", 1) + 1
+    trace.plan = plan = solver_plan(method, obj.n_obs, obj.q, n_classes, full, cg_max_iter)
+    if plan["method"] == "newton" and full:
+        out = _finish(obj, beta, tol, max_iter, trace, llf, grad, monitor=monitor,
+                      max_memory=max_memory)
+        return (*out, trace)
     precond = precond_factory(beta)
-    # one information matrix costs about n_params / 12 products (BLAS-3 vs BLAS-2, measured):
-    # past twice that, ill-conditioning makes CG the slower road, so finish with full Newton
-    hvp_budget = max(50, obj.n_params // 6) if full else max(200, 20 * cg_max_iter)
+    beta, llf, grad, small = _cg_phase(obj, beta, llf, grad, precond, tol * (0.1 if full else 1),
+                                       max_iter, cg_max_iter, plan["hvp_budget"], trace, monitor)
+    if not full:
+        return beta, llf, grad, None, None, small, trace
+    plan["handover"] = ("converged: one information matrix at the optimum" if small else
+                        "HVP budget spent or CG stalled: exact Newton steps")
+    out = _finish(obj, beta, tol, max_iter + 5, trace, llf, grad, monitor, max_memory)
+    return (*out, trace)
+
+
+def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, budget,
+              trace: _Trace, monitor=None):
+    """Newton-CG iterations until the step's largest component is below ``step_tol``.
+
+    Inexact Newton with Eisenstat-Walker forcing (choice 2, gamma 0.9, alpha 2, safeguarded):
+    loose solves far from the optimum, tightening as the score falls. Where the predicted gain
+    is at the rounding level of the log-likelihood an Armijo search cannot see it (it would
+    halve the step ~30 times and creep): the quadratic model is exact there, take the step.
+    Stops when ``trace.n_hvp`` exceeds ``budget``; returns ``(beta, llf, grad, converged)``.
+    """
+    eta, gprev, sprev = 0.5, None, None
     gscale = max(1.0, float(np.max(np.abs(grad))))
-    small = False
     while trace.n_iter < max_iter:
-        gmax = float(np.max(np.abs(grad)))
-        # forcing sequence: loose solves far away, tight (superlinear) near the optimum
-        rtol = min(0.5, np.sqrt(gmax / gscale), gmax / gscale * 1e2)
-        rtol = max(rtol, 1e-12)
-        step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, rtol, cg_max_iter, trace)
+        gnorm = float(np.linalg.norm(grad))
+        if _FORCING == "score":
+            gmax = float(np.max(np.abs(grad)))
+            eta = max(min(0.5, np.sqrt(gmax / gscale), gmax / gscale * 1e2), 1e-12)
+        elif gprev is not None:
+            ew = 0.9 * (gnorm / gprev) ** 2
+            safe = 0.9 * eta**2
+            eta = min(0.5, max(ew, safe) if safe > 0.1 else ew)
+            eta = max(eta, 1e-10)
+        gprev = gnorm
+        if sprev is not None:  # no oversolving: an error of step_tol is all the end needs
+            eta = max(eta, min(0.5, 0.5 * step_tol / sprev))
+        left = max(1, min(cg_max_iter, budget - trace.n_hvp + 1))
+        step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, eta, left, trace)
         trace.n_iter += 1
-        small = float(np.max(np.abs(step))) <= (0.1 if full else 1.0) * tol
-        if small or trace.n_hvp > hvp_budget:
+        sprev = float(np.max(np.abs(step)))
+        if float(np.max(np.abs(step))) <= step_tol:
+            return beta, llf, grad, True
+        if trace.n_hvp > budget:
             break
+        if float(grad @ step) <= _ROUNDING * max(1.0, abs(llf)):
+            beta = beta + step
+            llf, grad = obj.value_grad(beta)
+            trace.n_eval += 1
+            continue
         beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
         trace.history.append(llf)
         if monitor is not None:
             monitor(trace, beta, llf, t * step, t)
         if t == 0.0:
             break
-    if not full:
-        return beta, llf, grad, None, None, small, trace
-    out = _finish(obj, beta, tol, max_iter + 5, trace, llf, grad, monitor, max_memory)
-    return (*out, trace)
+    return beta, llf, grad, False
 
 
 def _kron_precond(obj: MultinomialObjective, x_gram_inv: np.ndarray):
@@ -757,6 +886,10 @@ class EngineResult:
         Wall time of the fit.
     weighted : bool
         True if frequency weights were used (binomial).
+    plan : dict
+        How the optimum was reached (:func:`solver_plan`): the resolved ``method``, the HVP
+        ``hvp_budget``, the predicted costs of one information matrix, its Cholesky and the
+        inverse in HVP units, and ``handover`` (whether Newton-CG converged on its own).
 
     Notes
     -----
@@ -783,6 +916,7 @@ class EngineResult:
     terms: tuple[str, ...]
     seconds: float
     weighted: bool = False
+    plan: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         for a in (self.params, self.cov, self.fisher):
@@ -996,8 +1130,10 @@ def fit_multinomial(
         ``"newton-cg"``: Hessian-free iterations (preconditioned CG on Fisher-vector
         products, Armijo line search) then one full information matrix, for the covariance
         and a last exact step; it hands over to full Newton if CG needs more products than
-        about two information matrices would cost. ``"newton"``: full information matrix at
-        every iteration, step halving. ``"auto"``: ``"newton-cg"`` above 500 parameters.
+        ``_CG_SHARE`` (30%) of one information matrix + Cholesky would cost (a cost model,
+        :func:`solver_plan`). ``"newton"``: full information matrix at every iteration, step
+        halving. ``"auto"``: ``"newton-cg"`` above 500 parameters. The choice, the product
+        budget and whether CG converged by itself are recorded in ``EngineResult.plan``.
     cg_max_iter : int
         Conjugate-gradient iterations per Newton-CG step.
     detect_separation : bool
@@ -1149,4 +1285,5 @@ def _result(beta, cov, fisher, llf, grad, conv, trace, family, method, n_obs, cl
         classes=classes,
         terms=terms,
         seconds=time.perf_counter() - t0,
+        plan=dict(getattr(trace, "plan", {}) or {}),
     )

@@ -3,9 +3,10 @@
 - :class:`OutputLayerGLM` (:mod:`.model`): the design after every check, built once.
 - Estimators (:mod:`.estimators`): one class per method behind one protocol, found by name in
   :data:`~glminterp.refit.estimators.REGISTRY` (maximum likelihood by statsmodels or the fast
-  engine, Firth, ridge, PCA).
-- Results (:mod:`.results`): :class:`RefitResult` computes every table from the protocol;
-  subclasses only where inference differs.
+  engine, Firth, ridge, PCA; past the full covariance: chosen contrasts, a class subset,
+  one-vs-rest, and ``auto``).
+- Results (:mod:`.results`, :mod:`.results_partial`): :class:`RefitResult` computes every
+  table from the protocol; subclasses only where inference differs.
 - :func:`refit_output_layer` (:mod:`.api`): model + fit in one call.
 
 Numerics live beside them: :mod:`.diagnostics` (design checks), :mod:`.separation` (Konis LP),
@@ -37,6 +38,12 @@ from glminterp.refit.results import (
     PenalizedRefitResult,
     RefitResult,
 )
+from glminterp.refit.results_partial import (
+    ClassSubsetRefitResult,
+    ContrastRefitResult,
+    NotComputedError,
+    OneVsRestRefitResult,
+)
 from glminterp.refit.separation import SeparationError
 
 # The modules' paths before the refit package existed (glminterp.glm, glminterp.firth, ...):
@@ -51,8 +58,8 @@ for _name, _mod in _OLD_PATHS.items():
 
 __all__ = [
     "AUTO_ENGINE_MIN_PARAMS", "COV_TYPES", "ENGINES", "FAMILIES", "REGISTRY", "REMEDIES",
-    "FirthRefitResult", "FitError", "MLRefitResult", "MultinomialBRRefitResult",
-    "OutputLayerGLM", "PenalizedRefitResult",
+    "ClassSubsetRefitResult", "ContrastRefitResult", "FirthRefitResult", "FitError", "MLRefitResult", "MultinomialBRRefitResult",
+    "NotComputedError", "OneVsRestRefitResult", "OutputLayerGLM", "PenalizedRefitResult",
     "RefitResult", "RefitWarning", "SeparationError", "get_estimator", "p_adjust",
     "refit_output_layer", "register",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from glminterp.refit.model import OutputLayerGLM
-from glminterp.refit.options import check_options
+from glminterp.refit.options import check_options, estimator_name
 from glminterp.refit.results import RefitResult
 
 
@@ -16,7 +16,8 @@ def refit_output_layer(
     on_collinear: str = "raise", bootstrap: int = 0, seed: int = 0, progress: bool = True,
     train_ids: Sequence[str] | None = None, on_separation: str = "raise",
     remedy: str | None = None, remedy_kwds: dict | None = None, engine: str = "auto",
-    response=None, maxiter: int = 100,
+    response=None, maxiter: int = 100, method: str | None = None, contrasts=None,
+    classes=None,
 ) -> RefitResult:
     """Refit the network's output layer as a GLM on held-out rows.
 
@@ -111,6 +112,28 @@ def refit_output_layer(
         output) or its one-hot coding (several outputs).
     maxiter : int
         Newton / IRLS iterations (>= 1).
+    method : {None, "ml", "auto", "contrasts", "class_subset", "ovr"} or a registered name
+        The estimator when ``remedy`` is None (give one of the two). None: ``"ml"``, or
+        ``"auto"`` when ``contrasts`` / ``classes`` are given. ``"auto"``: maximum likelihood
+        with the full covariance while it fits in memory (checked before allocating); past
+        that ``"contrasts"`` if ``contrasts`` / ``classes`` are given, ``"ovr"`` for
+        per-output families, else a :class:`~glminterp.engine.CovarianceMemoryError` naming
+        these options; the choice is recorded in ``fit_stats["estimator_choice"]``.
+        ``"contrasts"``: the MLE with exact Wald SEs of the chosen coefficients / contrasts
+        only, matrix-free (:class:`~glminterp.refit.results_partial.ContrastRefitResult`).
+        ``"class_subset"``: the conditional multinomial logit on the rows whose class is in
+        ``classes``, full inference in ``(p + 1)(|S| - 1)`` parameters
+        (:class:`~glminterp.refit.results_partial.ClassSubsetRefitResult`). ``"ovr"``:
+        one-vs-rest binomial logits with per-class covariance blocks only, a different model
+        from a softmax head (:class:`~glminterp.refit.results_partial.OneVsRestRefitResult`;
+        on ``family="ovr"`` the same model as ``"ml"``).
+    contrasts : sequence, optional
+        ``method="contrasts"`` / ``"auto"``: items ``(class, term)`` (that class's coefficient
+        against the baseline, the head's first class) or ``(class_a, class_b, term)``
+        (``w_a - w_b``); ``term`` is ``"const"`` or a unit name.
+    classes : sequence, optional
+        ``method="class_subset"``: the class set ``S``. ``"contrasts"`` / ``"auto"``: every
+        coefficient of these classes.
 
     Returns
     -------
@@ -126,13 +149,14 @@ def refit_output_layer(
                   alpha=alpha, on_collinear=on_collinear, on_separation=on_separation,
                   remedy=remedy, bootstrap=bootstrap, engine=engine, maxiter=maxiter,
                   seed=seed, remedies=remedy_names())
+    name = estimator_name(remedy, method, contrasts, classes)
     model = OutputLayerGLM.from_activations(
         acts, split=split, family=family, drop_dead=drop_dead, on_collinear=on_collinear,
         train_ids=train_ids, response=response,
     )
     return model.fit(
-        "ml" if remedy is None else remedy, engine=engine, parametrization=parametrization,
+        name, engine=engine, parametrization=parametrization,
         cov_type=cov_type, cov_kwds=cov_kwds, alpha=alpha, on_separation=on_separation,
         bootstrap=bootstrap, seed=seed, remedy_kwds=remedy_kwds, maxiter=maxiter,
-        progress=progress,
+        progress=progress, contrasts=contrasts, classes=classes,
     )

@@ -163,3 +163,80 @@ def fit_class_subset(
     fit = E.fit_multinomial(xs, codes, detect_separation=detect_separation, **engine_kwds)
     return ClassSubsetResult(fit=fit, classes=tuple(order), terms=fit.terms,
                              n_obs=int(keep.sum()), n_obs_total=int(len(yy)))
+
+
+def _subset_order(model, classes, baseline) -> list[str]:
+    """The subset's class names, baseline first, then in the head's order."""
+    names = [str(c) for c in model.all_classes]
+    if classes is None or isinstance(classes, (str, bytes)) or len(list(classes)) < 2:
+        raise ValueError(
+            f"method='class_subset' needs classes=[...] naming at least two of the head's "
+            f"classes (e.g. {names[:3]}); got classes={classes!r}."
+        )
+    subset = list(dict.fromkeys(str(c) for c in classes))
+    unknown = [c for c in subset if c not in names]
+    if unknown:
+        raise ValueError(f"classes {unknown} are not classes of the head (e.g. {names[:5]}).")
+    if len(subset) < 2:
+        raise ValueError("classes must name at least two distinct classes.")
+    order = [c for c in names if c in subset]
+    if baseline is not None:
+        if str(baseline) not in subset:
+            raise ValueError(f"baseline={baseline!r} is not in classes={subset}.")
+        order = [str(baseline)] + [c for c in order if c != str(baseline)]
+    return order
+
+
+def subset_model(model, classes, baseline=None):
+    """The conditional model on the rows of a class subset, as an ``OutputLayerGLM``.
+
+    Rows whose class is in ``classes`` follow a softmax over those classes with the same
+    coefficients (module docstring), so the subset design is checked like any refit design
+    (units constant on the subset rows dropped and folded, conditioning, events per
+    parameter), and the network's head restricted to the subset stays comparable.
+
+    Parameters
+    ----------
+    model : OutputLayerGLM
+        A multinomial model (softmax head).
+    classes : sequence
+        At least two of the head's classes.
+    baseline : optional
+        The subset's baseline (default: the first of ``classes`` in the head's order).
+    """
+    from dataclasses import replace
+
+    from glminterp.refit.model import OutputLayerGLM
+
+    if model.family != "multinomial":
+        raise ValueError(f"method='class_subset' refits a softmax head's multinomial model; this "
+                         f"model is family={model.family!r}.")
+    order = _subset_order(model, classes, baseline)
+    names = [str(c) for c in model.all_classes]
+    pos = [names.index(c) for c in order]
+    recode = np.full(len(names), -1)
+    recode[pos] = np.arange(len(pos))
+    codes = recode[model.y]
+    keep = codes >= 0
+    counts = np.bincount(codes[keep], minlength=len(pos))
+    if np.any(counts == 0):
+        empty = [order[i] for i in np.flatnonzero(counts == 0)]
+        raise ValueError(f"classes {empty} have no rows in the refit split; drop them from classes.")
+    sub = OutputLayerGLM()
+    net = model.network
+    sub.head = replace(model.head, weight=net[1:, pos].T.copy(), bias=net[0, pos].copy(),
+                       classes=tuple(order))
+    sub.split, sub.family = model.split, "multinomial"
+    sub.obs = model.obs.iloc[np.flatnonzero(keep)]
+    sub.y = codes[keep]
+    rows = set(sub.obs.index)
+    sub.overlap = [i for i in model.overlap if i in rows]
+    if sub.overlap:
+        sub._warn(f"REFIT USES TRAINING ROWS: {len(sub.overlap)} of the {int(keep.sum())} subset "
+                  "rows were used to train the network; its standard errors are not valid.")
+    sub._check_units(model.features.iloc[np.flatnonzero(keep)], True, "drop")
+    sub._check_conditioning()
+    sub._fold_network()
+    sub.n_obs_total = model.n_obs
+    sub.row_mask = keep
+    return sub

@@ -44,10 +44,18 @@ def fit_model(
     cov_type: str = "nonrobust", cov_kwds: dict | None = None, alpha: float = 0.05,
     on_separation: str = "raise", bootstrap: int = 0, seed: int = 0,
     remedy_kwds: dict | None = None, maxiter: int = 100, progress: bool = True,
+    contrasts=None, classes=None,
 ):
     """Fit ``model`` with the estimator registered as ``method``; options as
     :func:`~glminterp.refit.refit_output_layer`. Returns the estimator's results class."""
     est = get_estimator(method)()
+    chosen = {k: v for k, v in (("contrasts", contrasts), ("classes", classes)) if v is not None}
+    if not set(chosen) <= set(getattr(est, "options", ())):
+        raise ValueError(f"{sorted(chosen)} are used by method='contrasts', 'class_subset' "
+                         f"(classes) or 'auto', not method={method!r}.")
+    if bootstrap and not getattr(est, "supports_bootstrap", True):
+        raise ValueError(f"bootstrap={bootstrap} is not offered with method={method!r} (the "
+                         "bootstrap refits the full maximum-likelihood model); use bootstrap=0.")
     check_options(family="auto", parametrization=parametrization, cov_type=cov_type,
                   alpha=alpha, on_collinear="raise", on_separation=on_separation,
                   remedy=None, bootstrap=bootstrap, engine=engine, maxiter=maxiter, seed=seed)
@@ -58,13 +66,13 @@ def fit_model(
                       remedies=(None, est.remedy))
     est.check(model)
     warned = list(model.warnings)
-    if est.remedy is None and remedy_kwds:
+    if est.remedy is None and remedy_kwds and not getattr(est, "options", ()):
         raise ValueError("remedy_kwds is only used with a remedy; pass remedy=... or drop it.")
     cov_kwds_n = ds.cluster_groups(cov_type, cov_kwds, model.obs)
     extra_notes = []
     ctx = FitContext(cov_type=cov_type, cov_kwds=cov_kwds_n, alpha=float(alpha),
                      maxiter=int(maxiter), on_separation=on_separation, progress=progress,
-                     engine=engine, options=dict(remedy_kwds or {}))
+                     engine=engine, options={**(remedy_kwds or {}), **chosen})
     if est.remedy is not None and not getattr(est, "proves_overlap", False):
         # a remedy says whether the data were separated: the MLE fit decides where it can
         # (a clean optimum, or its dual bound on the LP), the LP only where it cannot
@@ -73,7 +81,8 @@ def fit_model(
         decide_separation(model, ctx)
     fit = est.fit(model, ctx)
     # an estimator with proves_overlap decided separation in fit (clean MLE, else the LP)
-    if est.remedy is not None and any(c.separated for c in model.separation_checks(run=True, progress=progress)):
+    if est.remedy is not None and any(
+            c.separated for c in model.separation_checks(run=True, progress=progress)):
         extra_notes.append(f"separated data: remedy={est.remedy!r} used instead of the "
                            "maximum-likelihood estimate, which does not exist here")
     fit.notes[:0] = extra_notes

@@ -85,3 +85,35 @@ def fit_one_vs_rest(x, y, classes: Sequence | None = None, *, detect_separation:
                                  detect_separation=detect_separation, **engine_kwds)
     first = next(iter(fits.values()))
     return OneVsRestResult(fits=fits, classes=tuple(labels), terms=first.terms)
+
+
+def ovr_model(model):
+    """The one-vs-rest view of a refit design: one 0/1 response per class.
+
+    A model already per-output (``family="ovr"`` or ``"binomial"``) is returned as it is. A
+    multinomial model becomes ``family="ovr"`` on the same rows and units: the response is the
+    one-hot class matrix and the network's softmax head is not comparable (NaN, with a note),
+    as with ``family="ovr"`` from the start.
+    """
+    import copy
+
+    from glminterp.refit import design as ds
+
+    if model.family in ("ovr", "binomial"):
+        return model
+    if model.family != "multinomial":
+        raise ValueError(f"method='ovr' fits logit models; this model is family={model.family!r}.")
+    view = copy.copy(model)
+    view.family = "ovr"
+    classes = ds.output_classes(model.head)
+    view.y = (np.asarray(model.y)[:, None] == np.arange(len(classes))[None, :]).astype(np.float64)
+    view._checks = {}
+    view.warnings, view.notes = list(model.warnings), list(model.notes)
+    from glminterp.refit.parametrize import fold_dropped_units
+
+    net, note = ds.network_matrix(model.head, "ovr")
+    view.network, _ = fold_dropped_units(net, model.all_units, model.constant,
+                                         model.dependencies)
+    if note:
+        view.notes.append(note)
+    return view

@@ -78,3 +78,25 @@ def check_options(
             f"bootstrap={bootstrap} cannot be combined with remedy={remedy!r}: the bootstrap "
             "refits the maximum-likelihood estimate only. Use bootstrap=0."
         )
+
+
+def estimator_name(remedy, method, contrasts=None, classes=None) -> str:
+    """The registered estimator a refit runs, from ``remedy`` / ``method`` / what is asked.
+
+    ``method`` None means ``"ml"``, or ``"auto"`` when ``contrasts`` / ``classes`` are given;
+    a remedy is its own estimator (give one of the two).
+    """
+    from glminterp.refit.estimators import REGISTRY, get_estimator
+
+    if method is not None:
+        check_choice("method", method, tuple(REGISTRY))
+        if remedy is not None:
+            raise ValueError(f"remedy={remedy!r} and method={method!r}: give one (a remedy is "
+                             "its own estimator).")
+    name = remedy or method or ("auto" if contrasts is not None or classes is not None
+                                else "ml")
+    wanted = {k for k, v in (("contrasts", contrasts), ("classes", classes)) if v is not None}
+    if not wanted <= set(get_estimator(name).options):
+        raise ValueError(f"{sorted(wanted)} are used by method='contrasts', 'class_subset' "
+                         f"(classes) or 'auto', not {name!r}.")
+    return name

@@ -316,7 +316,7 @@ class RefitResult:
             return self._cache[key].copy()
         own = self._own(parametrization) == self._own(None)
         b = self._beta_in(parametrization).ravel(order="F")
-        se = np.sqrt(np.clip(np.diag(self._cov_in(parametrization)), 0, None))
+        se = self._se_in(parametrization)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = b / se
         zc = stats.norm.ppf(1 - self._alpha / 2)
@@ -346,6 +346,14 @@ class RefitResult:
             df["boot_ci_upper"] = np.quantile(draws, 1 - self._alpha / 2, axis=0)
         self._cache[key] = df
         return df.copy()
+
+    def _se_in(self, parametrization: str | None) -> np.ndarray:
+        """Hook: standard errors in the table's order (base: the covariance's diagonal)."""
+        return np.sqrt(np.clip(np.diag(self._cov_in(parametrization)), 0, None))
+
+    def _cov_sub(self, sel: np.ndarray) -> np.ndarray:
+        """Hook: the covariance of the reference coefficients ``sel`` (flat, Fortran order)."""
+        return self._cov[np.ix_(sel, sel)]
 
     def _own_inference(self, df: pd.DataFrame) -> None:
         """Hook: replace Wald columns by the estimator's own inference (fit's parametrization)."""
@@ -381,12 +389,12 @@ class RefitResult:
         unit is the recommended multiple-testing family (parametrization-invariant).
         Columns: unit, statistic, df, p, p_holm, p_bh.
         """
-        v, b = self._cov, self._beta.ravel(order="F")
+        b = self._beta.ravel(order="F")
         q, k = len(self._terms), self._beta.shape[1]
         rows = []
         for j, unit in enumerate(self._terms[1:], start=1):
             sel = np.arange(k) * q + j
-            stat, df = lk.wald(b[sel], v[np.ix_(sel, sel)])
+            stat, df = lk.wald(b[sel], self._cov_sub(sel))
             rows.append({"unit": unit, "statistic": stat, "df": df, "p": stats.chi2.sf(stat, df)})
         out = pd.DataFrame(rows, columns=["unit", "statistic", "df", "p"])
         if len(out):

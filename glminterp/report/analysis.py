@@ -69,6 +69,58 @@ def _split_sizes(data) -> str:
     return " / ".join(f"{n} {c}" for n, c in pairs)
 
 
+BESIDE_NAME = "estimators.csv"
+
+
+def estimator_comparison(mle: pd.DataFrame, br: pd.DataFrame) -> pd.DataFrame:
+    """The MLE's and the bias-reduced fit's coefficients side by side, per class and term.
+
+    ``shift_se`` is (bias-reduced - MLE) in units of the MLE's standard error; ``ratio`` is
+    bias-reduced / MLE (below 1: the MLE is farther from zero).
+    """
+    keys = ["class", "term"]
+    cols = ["coef", "se", "p_holm"]
+    left = mle[keys + cols].rename(columns={c: f"{c}_mle" for c in cols})
+    right = br[keys + cols].rename(columns={c: f"{c}_br" for c in cols})
+    out = left.merge(right, on=keys, how="inner", sort=False)
+    out["shift_se"] = (out["coef_br"] - out["coef_mle"]) / out["se_mle"]
+    out["ratio"] = out["coef_br"] / out["coef_mle"].where(out["coef_mle"] != 0)
+    return out
+
+
+def comparison_summary(table: pd.DataFrame, alpha: float, agreement_mle: dict | None,
+                       agreement_br: dict | None) -> dict:
+    """What the side-by-side table says, in numbers (unit coefficients; intercepts excluded)."""
+    units = table[table["term"] != "const"]
+    ratio = units["ratio"].abs().replace(np.inf, np.nan).dropna()
+    out = {
+        "coefficients compared": len(units),
+        "median |bias-reduced / MLE|": float(ratio.median()) if len(ratio) else None,
+        "share of coefficients the MLE puts farther from zero":
+            float((ratio < 1).mean()) if len(ratio) else None,
+        "largest |shift| (MLE standard errors)": float(units["shift_se"].abs().max()),
+        "median |shift| (MLE standard errors)": float(units["shift_se"].abs().median()),
+        f"Holm-significant at {alpha:g} (MLE)": int((units["p_holm_mle"] < alpha).sum()),
+        f"Holm-significant at {alpha:g} (bias-reduced)": int((units["p_holm_br"] < alpha).sum()),
+    }
+    for name, ag in (("MLE", agreement_mle), ("bias-reduced", agreement_br)):
+        if isinstance(ag, dict) and ag.get("p_value") is not None:
+            out[f"agreement test p-value ({name})"] = float(ag["p_value"])
+    return out
+
+
+def beside_record(refit, br, alpha: float, agreement_mle: dict | None) -> dict | None:
+    """``fit.json["bias_reduced_beside"]``: the bias-reduced fit ``br`` shown beside the MLE."""
+    if br is None or refit is None:
+        return None
+    rec = rp.refit_fit_record(br)
+    table = estimator_comparison(refit.coefficients, br.coefficients)
+    return rp.to_jsonable({
+        "remedy": rec.get("remedy"), "fit": rec.get("fit"), "agreement": rec.get("agreement"),
+        "summary": comparison_summary(table, alpha, agreement_mle, rec.get("agreement")),
+    })
+
+
 def fit_record(a, epp: float) -> dict:
     """``fit.json``: the refit's record, the estimator choice and the study's settings."""
     fit = rp.refit_fit_record(a.refit) if a.refit is not None else {}
@@ -78,6 +130,10 @@ def fit_record(a, epp: float) -> dict:
         fit["remedy_fallback"] = a.extras["remedy_fallback"]
     if a.estimator is not None:
         fit["estimator"] = a.estimator.to_dict()
+    beside = beside_record(a.refit, getattr(a, "bias_reduced", None), float(a.plan.alpha),
+                           fit.get("agreement"))
+    if beside is not None:
+        fit["bias_reduced_beside"] = beside
     acc = accuracy_by_split(a.activations)
     study = {
         "name": a.name, "seed": a.seed, "config": dataclasses.asdict(a.plan),
@@ -113,7 +169,77 @@ def _fitted(rb: rp.ReportBuilder, a, fit: dict) -> None:
                    f"{fit.get('n_obs')} refit rows" if a.refit is not None else "not fitted"),
         "estimator": est.estimator if est is not None else f"none ({a.refit_error})",
         "why this estimator": est.why if est is not None else "the refit failed",
+        **_beside_item(fit),
     }, caption="What was fitted")
+
+
+def _beside_item(fit: dict) -> dict:
+    summ = (fit.get("bias_reduced_beside") or {}).get("summary")
+    if not summ:
+        return {}
+    alpha = float(fit.get("alpha") or 0.05)
+    ratio = summ.get("median |bias-reduced / MLE|")
+    return {"bias-reduced fit beside it": (
+        (f"median |bias-reduced / MLE| {ratio:.3g}; " if ratio is not None else "")
+        + f"largest shift {summ['largest |shift| (MLE standard errors)']:.3g} MLE SEs; "
+        f"Holm-significant unit coefficients {summ[f'Holm-significant at {alpha:g} (MLE)']} "
+        f"(MLE) vs {summ[f'Holm-significant at {alpha:g} (bias-reduced)']} (bias-reduced); "
+        f"see the fit section and {BESIDE_NAME}")}
+
+
+def _estimators_table(est, fit: dict) -> pd.DataFrame:
+    """One row per estimator: whether it exists here and what the report does with it."""
+    if est is None:
+        return pd.DataFrame()
+    stats = fit.get("fit") or {}
+    conv = (f"converged: {stats.get('convergence_criterion') or stats.get('converged')}"
+            if stats else "")
+    if est.remedy is None:
+        br = fit.get("bias_reduced_beside")
+        br_fit = (br or {}).get("fit") or {}
+        rows = [("maximum likelihood", "exists: the refit rows are not separated (a finite "
+                 "optimum was found; " + conv + ")", "shown: coefficients.csv and every table "
+                 "and map below")]
+        if br is not None:
+            rows.append(("bias-reduced (remedy='firth')",
+                         f"converged: {br_fit.get('convergence_criterion') or br_fit.get('converged')}",
+                         f"beside the MLE: this section and {BESIDE_NAME}"))
+        else:
+            rows.append(("bias-reduced (remedy='firth')", "not fitted", est.detail or
+                         "not computed for this plan (remedy was not 'auto')"))
+    else:
+        rows = []
+        if "mle" in est.tried:
+            rows.append(("maximum likelihood", "does not exist: the refit rows are separated, "
+                         "so the likelihood has no finite maximum", "not shown (it does not "
+                         "exist)"))
+        rows.append((est.estimator + f" (remedy={est.remedy!r})", conv or "fitted",
+                     "shown: coefficients.csv and every table and map below"))
+    return pd.DataFrame(rows, columns=["estimator", "on these refit rows", "in this report"])
+
+
+def beside_section(rb: rp.ReportBuilder, est, refit, br, fit: dict, *,
+                   say_why: bool = True) -> None:
+    """The estimator choice ``est`` as a table with its reason (unless ``say_why`` is False:
+    the section says it already), and the MLE ``refit`` beside the bias-reduced fit ``br``
+    (when the MLE exists and ``br`` was fitted)."""
+    table = _estimators_table(est, fit) if refit is not None else pd.DataFrame()
+    if table.empty:
+        return
+    rb.table("fit", table, caption="Estimators: which exist on the refit rows, and which the "
+             "report shows")
+    if say_why:
+        rb.text("fit", f"Why: {est.why}")
+    if br is None:
+        return
+    side = estimator_comparison(refit.coefficients, br.coefficients)
+    rb.add_csv(BESIDE_NAME, side)
+    rb.items("fit", fit["bias_reduced_beside"]["summary"],
+             caption="Maximum likelihood beside the bias-reduced fit (unit coefficients; shift = "
+             "bias-reduced - MLE in MLE standard errors)")
+    shown = side.reindex(side["shift_se"].abs().sort_values(ascending=False, kind="stable").index)
+    rb.table("fit", shown, max_rows=30, csv=BESIDE_NAME,
+             caption="MLE and bias-reduced coefficients side by side, largest shift first")
 
 
 def _data_section(rb: rp.ReportBuilder, a) -> None:
@@ -198,6 +324,8 @@ def write_report(a, folder: str | Path, *, command_line=None) -> Path:
         rb.warning("fit", a.extras["remedy_fallback"])
         if a.estimator.detail:
             rb.text("fit", a.estimator.detail)
+    beside_section(rb, a.estimator, a.refit, getattr(a, "bias_reduced", None), fit,
+                   say_why=not a.extras.get("remedy_fallback"))  # the warning above says why
     rp.add_refit_sections(rb, coef, fit)
     _steps_sections(rb, a)
     rb.summary = [a.description] if a.description else []
@@ -230,17 +358,24 @@ def write_activations_report(path: str | Path, folder: str | Path, *, plan=None,
     """Refit and report from saved activations (no model or images: no maps)."""
     import glminterp
     from glminterp.activations import Activations
-    from glminterp.analysis import Plan, choose_estimator
+    from glminterp.analysis import Plan, bias_reduced_beside, choose_estimator
 
     plan = plan or Plan()
     acts = Activations.read_parquet(path)
     kw = {"split": "refit", "family": plan.family, "parametrization": plan.parametrization,
           "alpha": plan.alpha, "engine": plan.engine, "progress": progress}
-    refit, choice = choose_estimator(
-        lambda remedy: glminterp.refit_output_layer(acts, remedy=remedy, **kw), plan.remedy,
-        len(acts.head.classes))
+    def fit_with(remedy):
+        return glminterp.refit_output_layer(acts, remedy=remedy, **kw)
+
+    refit, choice = choose_estimator(fit_with, plan.remedy, len(acts.head.classes))
+    br = None
+    if plan.remedy == "auto":
+        br, choice = bias_reduced_beside(fit_with, choice)
     fit = rp.refit_fit_record(refit)
     fit["estimator"] = choice.to_dict()
+    beside = beside_record(refit, br, float(plan.alpha), fit.get("agreement"))
+    if beside is not None:
+        fit["bias_reduced_beside"] = beside
     head = acts.head
     sizes = acts.obs["split"].value_counts().sort_index()
     rb = rp.ReportBuilder(f"GLM refit of {Path(path).name}", Path(folder).name)
@@ -249,8 +384,9 @@ def write_activations_report(path: str | Path, folder: str | Path, *, plan=None,
         "head": f"{head.name}: {head.n_inputs} units -> {head.n_outputs} outputs, {head.link} link",
         "splits": " / ".join(f"{k} {v}" for k, v in sizes.items()),
         "family": f"{refit.family} GLM, {refit.n_obs} refit rows",
-        "estimator": choice.estimator, "why this estimator": choice.why,
+        "estimator": choice.estimator, "why this estimator": choice.why, **_beside_item(fit),
     }, caption="What was fitted")
+    beside_section(rb, choice, refit, br, fit)
     rp.add_refit_sections(rb, refit.coefficients, fit)
     for sec in ("cam", "classic"):
         rb.note(sec, "Not applicable: the report was built from saved activations, without the "

@@ -19,7 +19,14 @@ REGISTRY: dict[str, str | type] = {
     "mnbr": "glminterp.refit.estimators.mnbr:MultinomialBiasReduction",
     "ridge": "glminterp.refit.estimators.ridge:Ridge",
     "pca": "glminterp.refit.estimators.pca:PrincipalComponents",
+    "auto": "glminterp.refit.estimators.auto:Auto",
+    "contrasts": "glminterp.refit.estimators.contrasts:Contrasts",
+    "class_subset": "glminterp.refit.estimators.class_subset:ClassSubset",
+    "ovr": "glminterp.refit.estimators.ovr:OneVsRest",
 }
+#: Estimators that are not separation remedies (maximum likelihood with partial inference,
+#: or another model): chosen with ``method=``, never ``remedy=``.
+NOT_REMEDIES: frozenset[str] = frozenset({"auto", "contrasts", "class_subset", "ovr"})
 
 
 def register(name: str, estimator: str | type) -> None:
@@ -42,10 +49,10 @@ def remedy_names() -> tuple[str | None, ...]:
     """``None`` (maximum likelihood) and every registered estimator that is a remedy."""
     names: list[str | None] = [None]
     for key in REGISTRY:
-        if not key.startswith("ml"):
+        if not key.startswith("ml") and key not in NOT_REMEDIES:
             names.append(key)
     return tuple(names)
 
 
-__all__ = ["REGISTRY", "Estimator", "EstimatorFit", "FitContext", "get_estimator", "register",
+__all__ = ["NOT_REMEDIES", "REGISTRY", "Estimator", "EstimatorFit", "FitContext", "get_estimator", "register",
            "remedy_names"]
