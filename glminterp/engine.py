@@ -845,10 +845,11 @@ def check_covariance_memory(n_params: int, max_memory: int | None = None) -> int
         raise CovarianceMemoryError(
             f"The full covariance of {n_params} parameters needs {need / 2**30:.2f} GiB (the "
             f"information matrix and its inverse) but {limit / 2**30:.2f} GiB are allowed. Ask "
-            "for what you need without the full inverse: exact SEs of chosen coefficients or "
-            "contrasts (glminterp.refit.contrasts), a refit on a class subset "
-            "(glminterp.refit.class_subset), or one-vs-rest fits with per-class blocks; or "
-            "raise max_memory.",
+            "for what you need without the full inverse: refit_output_layer(..., "
+            "method='contrasts', contrasts=[...] or classes=[...]) for exact SEs of chosen "
+            "coefficients or contrasts, method='class_subset' with classes=[...] for the "
+            "conditional model on a class subset, method='ovr' for one-vs-rest fits with "
+            "per-class covariance blocks, or method='auto' to choose; or raise max_memory.",
             n_params=n_params, needed=need, available=limit,
         )
     return need
