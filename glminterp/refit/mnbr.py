@@ -342,6 +342,24 @@ def _anderson(hist: list, beta: np.ndarray, f: np.ndarray) -> np.ndarray:
     return beta + f - ((db + dg) @ gamma).reshape(beta.shape)
 
 
+def _examine(x, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict):
+    """The adjusted score and Fisher-metric step at ``pt``, traced; ``done`` is the verdict.
+
+    Returns ``(hat values, adjusted score, step, max |step|, done)`` with ``done`` True when the
+    step is below ``tol``, False when ``max_iter`` is spent, None to go on iterating.
+    """
+    h = pt.hats(x, chunk)
+    grad = _adjusted_score(x, pt, h)
+    step = pt.solve(grad)
+    smax = float(np.max(np.abs(step)))
+    trace["history"].append((pt.pll, smax, float(np.max(np.abs(grad)))))
+    if smax <= tol:
+        return h, grad, step, smax, True
+    if trace["n_iter"] >= max_iter:
+        return h, grad, step, smax, False
+    return h, grad, step, smax, None
+
+
 def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict,
              polish: bool = False):
     """Outer iterations; returns (final point, its Fisher-metric step, adjusted score, converged).
@@ -352,15 +370,9 @@ def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace
     """
     hist: list = []
     while True:
-        h = pt.hats(x, chunk)
-        grad = _adjusted_score(x, pt, h)
-        step = pt.solve(grad)
-        smax = float(np.max(np.abs(step)))
-        trace["history"].append((pt.pll, smax, float(np.max(np.abs(grad)))))
-        if smax <= tol:
-            return pt, step, grad, True
-        if trace["n_iter"] >= max_iter:
-            return pt, step, grad, False
+        h, grad, step, smax, done = _examine(x, pt, tol, max_iter, chunk, trace)
+        if done is not None:
+            return pt, step, grad, done
         if polish and smax <= _FAR:  # near: Newton's quadratic convergence, in the same basin
             trace["polished_at"] = trace["n_iter"]
             return _newton_iterate(x, onehot, pt, tol, max_iter, chunk, trace)
@@ -392,15 +404,9 @@ def _newton_iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int
     """
     mu = 0.0
     while True:
-        h = pt.hats(x, chunk)
-        grad = _adjusted_score(x, pt, h)
-        step = pt.solve(grad)
-        smax = float(np.max(np.abs(step)))
-        trace["history"].append((pt.pll, smax, float(np.max(np.abs(grad)))))
-        if smax <= tol:
-            return pt, step, grad, True
-        if trace["n_iter"] >= max_iter:
-            return pt, step, grad, False
+        _, grad, step, smax, done = _examine(x, pt, tol, max_iter, chunk, trace)
+        if done is not None:
+            return pt, step, grad, done
         trace["n_iter"] += 1
         new, mu = _newton_move(x, onehot, pt, grad, mu, chunk, trace)
         if new is None:  # no ascent left at rounding level
