@@ -262,13 +262,17 @@ def _traced_input_layer(
 
 def _head_weights(head_module: nn.Linear, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 copies of the head's weight ``(K, p)`` and bias ``(K,)`` (zeros if it has none)."""
-    w = head_module.weight.detach().to("cpu", torch.float64, copy=True).numpy()
-    b = (
-        head_module.bias.detach().to("cpu", torch.float64, copy=True).numpy()
-        if head_module.bias is not None
-        else np.zeros(k)
-    )
-    return w, b
+    b = head_module.bias
+    return _float64(head_module.weight), (np.zeros(k) if b is None else _float64(b))
+
+
+def _float64(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of a parameter (numpy's cast of a CPU float32 one: no dispatch;
+    float32 -> float64 is exact either way)."""
+    t = t.detach()
+    if t.is_cpu and t.dtype in (torch.float32, torch.float64):
+        return t.numpy().astype(np.float64)
+    return t.to("cpu", torch.float64, copy=True).numpy()
 
 
 def _head_classes(classes, link_used: str, k: int, head_name: str) -> tuple[str, ...]:

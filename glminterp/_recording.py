@@ -78,7 +78,7 @@ class Rows:
     def write(self, t: torch.Tensor) -> None:
         b = t.shape[0]
         end = self.pos + b
-        flat = t.reshape(b, -1)
+        flat = t if t.dim() == 2 else t.reshape(b, -1)
         if self.buf is None and self.n is not None and not self.parts:
             self.buf = torch.empty((self.n, flat.shape[1]), dtype=torch.float32)
             self.arr = self.buf.numpy()

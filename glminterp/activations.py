@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from glminterp import _extract_checks as chk
+from glminterp._frame_strings import constant_strings, default_ids
 from glminterp._recording import LayerPlan, Recording, plan_layers, record
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
@@ -536,8 +537,8 @@ class _LazyIndex:
 
     def __call__(self) -> pd.Index:
         if self._index is None:
-            ids = self.ids if self.ids is not None else np.arange(self.n).astype(str)
-            self._index = pd.Index(ids, name="sample_id")
+            self._index = (default_ids(self.n) if self.ids is None
+                           else pd.Index(self.ids, name="sample_id"))
         return self._index
 
 
@@ -568,10 +569,10 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
         "label": (
             pd.array(targets, dtype="Int64")
             if targets is not None and not per_output
-            else pd.array([pd.NA] * n, dtype="Int64")
+            else pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool))  # all <NA>
         ),
         "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
-        "split": split_col,
+        "split": split_col() if callable(split_col) else split_col,
     }
     # one constructor call: inserting column by column copies the frame each time
     parts = [pd.DataFrame(columns, index=index),
@@ -581,14 +582,15 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
     return pd.concat(parts, axis=1)
 
 
-def _split_column(split, from_data, index: _LazyIndex, n: int) -> np.ndarray:
-    """Split names per row, checked here (built eagerly only for a Series, which needs ids)."""
+def _split_column(split, from_data, index: _LazyIndex, n: int):
+    """Split names per row, checked here (built eagerly only for a Series, which needs ids);
+    one name for every row is built when the frame is."""
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
-        return np.full(n, "all")
+        return functools.partial(constant_strings, "all", n)
     if isinstance(split, str):
-        return np.full(n, split)
+        return functools.partial(constant_strings, split, n)
     if isinstance(split, pd.Series):
         ids = pd.Index(index())
         missing = ids.difference(split.index)
