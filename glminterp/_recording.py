@@ -60,29 +60,30 @@ def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | No
 
 
 class Rows:
-    """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
-    no concatenation); falls back to a list of copies when the row count is not known.
+    """Per-batch outputs written into one preallocated float32 buffer, ``(N, p)`` (or
+    ``(N, C, H, W)`` for maps, ``flatten=False``): one copy per batch, no concatenation;
+    falls back to a list of copies when the row count is not known.
 
     ``finite`` says whether every value written so far is finite: each batch is summed right
     after its copy, while it is still in cache (a finite sum means every value is finite).
     """
 
-    __slots__ = ("n", "pos", "buf", "arr", "parts", "check", "finite")
+    __slots__ = ("n", "pos", "buf", "arr", "parts", "check", "finite", "flatten")
 
-    def __init__(self, n_total: int | None, check: bool = False) -> None:
+    def __init__(self, n_total: int | None, check: bool = False, flatten: bool = True) -> None:
         self.n, self.pos, self.parts = n_total, 0, []
         self.buf: torch.Tensor | None = None
         self.arr: np.ndarray | None = None  # numpy view of ``buf``
-        self.check, self.finite = check, True
+        self.check, self.finite, self.flatten = check, True, flatten
 
     def write(self, t: torch.Tensor) -> None:
         b = t.shape[0]
         end = self.pos + b
-        flat = t if t.dim() == 2 else t.reshape(b, -1)
+        flat = t if not self.flatten or t.dim() == 2 else t.reshape(b, -1)
         if self.buf is None and self.n is not None and not self.parts:
-            self.buf = torch.empty((self.n, flat.shape[1]), dtype=torch.float32)
+            self.buf = torch.empty((self.n, *flat.shape[1:]), dtype=torch.float32)
             self.arr = self.buf.numpy()
-        if self.buf is not None and end <= self.n and flat.shape[1] == self.arr.shape[1]:
+        if self.buf is not None and end <= self.n and flat.shape[1:] == self.arr.shape[1:]:
             kept = self._copy(flat, end)
         else:  # more rows than announced: keep what is written and continue with copies
             if self.buf is not None:
@@ -110,6 +111,12 @@ class Rows:
             return self.buf[: self.pos]
         return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
 
+    def array(self) -> np.ndarray:
+        """The rows written, as one numpy array (the buffer itself when it is full)."""
+        if self.buf is not None and self.pos == self.n:
+            return self.arr
+        return self.result().numpy()
+
 
 @dataclass
 class Recording:
@@ -120,17 +127,17 @@ class Recording:
     logit_rows: Rows
     labels: torch.Tensor | None
     ids: list  # per-batch id arrays (empty when no ids were given)
-    maps: dict[str, list[torch.Tensor]]
+    maps: dict[str, Rows]  # full maps per layer name (written only with ``keep_maps``)
     shapes: dict[str, tuple]
 
 
 def record(model, plan: LayerPlan, first, batches, device, progress, n_total, keep_maps,
            pool, whole: bool, modules: dict | None = None) -> Recording:
     """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
-    maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
+    maps = {n: Rows(n_total, flatten=False) for n in plan.names}
     shapes: dict[str, tuple] = {}
     head_rows, logit_rows = Rows(n_total, check=True), Rows(n_total)
-    head_in, write_head = plan.head_in, head_rows.write
+    head_in, write_head, input_layer = plan.head_in, head_rows.write, plan.input_layer
 
     def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
         shapes[name] = out.shape[1:]
@@ -138,7 +145,9 @@ def record(model, plan: LayerPlan, first, batches, device, progress, n_total, ke
             write_head(out)
             return None
         if keep_maps and out.dim() == 4:
-            maps[name].append(out.to("cpu", torch.float32, copy=True))
+            maps[name].write(out)  # into the (N, C, H, W) buffer: one copy, no concatenation
+        if name == input_layer:  # hooked for its maps and shape: the head's input has the units
+            return None
         return pool_output(out, pool)
 
     with ActivationRecorder(model, plan.hooked, reduce, modules=modules) as rec:

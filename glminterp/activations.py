@@ -433,7 +433,7 @@ def extract_activations(
     if head_error is not None:
         metadata["head_error"] = head_error
         warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
-    kept = {k2: torch.cat(v).numpy() for k2, v in rec.maps.items() if v}
+    kept = {k2: v.array() for k2, v in rec.maps.items() if v.pos}
     return Activations(
         features=_LazyFrame(
             lambda: pd.DataFrame(values, index=index(), columns=columns(), copy=False)
