@@ -25,7 +25,7 @@ def _arrow_str_dtype():
 
 def default_ids(n: int) -> pd.Index:
     """The ``sample_id`` index ``"0", "1", ..., str(n - 1)``."""
-    dtype = _arrow_str_dtype()
+    dtype = _arrow_str_dtype() if n else None  # pandas keeps an empty one as object
     if dtype is None:
         return pd.Index(np.arange(n).astype(str), name="sample_id")
     import pyarrow as pa
@@ -37,7 +37,7 @@ def default_ids(n: int) -> pd.Index:
 
 def constant_strings(value: str, n: int):
     """``n`` copies of ``value`` as a column (an Arrow string array or a numpy array)."""
-    dtype = _arrow_str_dtype()
+    dtype = _arrow_str_dtype() if n else None
     if dtype is None:
         return np.full(n, value)
     import pyarrow as pa
