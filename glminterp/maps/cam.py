@@ -35,14 +35,18 @@ Statistics
     Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly, not by
     interpolating SEs: each output pixel combines at most 2 x 2 feature cells, and
     ``SE^2(u) = sum_ij w_i(u) w_j(u) a_i' Sigma_c a_j`` is assembled from inner products of
-    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
-    the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
-    ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
-    ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
-    (seeded draws, shared by all images of a class; for a factor of ``Sigma_c`` wider than the
-    map's ``h w`` cells they are drawn in the cells' field space, the same distribution). Only
-    the draws that can reach the quantile's order statistics are upsampled and maximised
-    exactly; a bound at the cells rules out the rest (same quantile, see
+    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the
+    pointwise mask is ``|z| > z_{1-alpha/2}``. The simultaneous band is ``raw +- t * band_se``
+    and its mask ``|raw| > t * band_se``. With ``band="cells"`` (default) ``t`` is the
+    ``(1 - alpha)`` quantile of ``max_c |z*_c|`` over the ``h x w`` feature cells, where
+    ``z*_c = a_c'(beta* - beta_hat) / SE_c`` and ``beta* ~ N(beta_hat, Sigma_c)`` (seeded
+    draws, shared by all images of a class, simulated in the cells' ``h w``-dimensional space),
+    and ``band_se`` interpolates the cell SEs: interpolation weights are non-negative and sum
+    to one, so a band that holds at every cell holds at every pixel (simultaneous over the
+    upsampled map, conservative between cells, cost independent of ``p`` and of the output
+    size). With ``band="pixels"`` ``t`` is the quantile of ``max |z*|`` over the returned
+    grid's pixels with their exact SEs (``band_se = se``); only the draws that can reach the
+    quantile's order statistics are upsampled and maximised exactly (same quantile, see
     :mod:`glminterp.maps.cam_uncertainty`).
 """
 

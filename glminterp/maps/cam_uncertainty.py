@@ -15,12 +15,39 @@ cross-multiplied interpolation weights (:func:`quadratic_upsample`): the cost pe
 does not depend on the rank of ``Sigma_c``. :func:`direct_upsampled_se` (upsample all factor
 channels, then take the norm) is the slow reference used by the tests.
 
-The simultaneous threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` with
-``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e. ``a(u)' (beta* - beta_hat) / SE(u)``
-with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``
-(shared by all images of the class). ``z*`` is a linear map of the draw: at the feature cells
-the simulated field is ``f = V e`` (``V`` the ``h w x r`` matrix of the ``v_i``), and every
-output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
+Simultaneous bands (``band=``)
+------------------------------
+A CAM is estimated at the ``h x w`` feature cells; the upsampled map is a fixed interpolation of
+them with weights ``w_c(u) >= 0`` summing to 1 (bilinear, ``align_corners=False``), so it
+carries no information the cells do not. Two simultaneous bands are offered; both are valid
+for the upsampled map, and in general neither lies inside the other.
+
+``band="cells"`` (default). The threshold ``t`` is the ``(1 - alpha)`` quantile of
+``max_c |zeta_c|`` over the cells, ``zeta_c = a_c' (beta* - beta_hat) / SE_c``; at a pixel the
+band is ``raw(u) +- t * band_se(u)`` with ``band_se = sum_c w_c(u) SE_c`` (the interpolated
+cell SEs). If ``|v_c - m_c| <= t SE_c`` at every cell (``m`` the true map), then at every pixel
+``|v(u) - m(u)| = |sum_c w_c (v_c - m_c)| <= t sum_c w_c SE_c``: the band holds at all pixels
+whenever it holds at all cells, so its simultaneous coverage over the upsampled map is at least
+the cells' ``1 - alpha``. It is conservative between cells (``band_se >= SE(u)`` by the
+triangle inequality, equal where a pixel coincides with a cell) and narrower near the cells
+(``t`` is a maximum over ``h w`` cells, not over the finer pixel grid). The simulation lives
+in the cells' ``h w``-dimensional space: with ``V`` the ``h w x r`` channels ``R_c a_c``
+(``R_c' R_c = Sigma_c``, :func:`cov_factor`: Cholesky when positive definite), the cell field
+is ``L g`` with ``L = V`` (draws ``g = e`` in coefficient space) when ``r <= h w`` and ``L``
+the Cholesky factor of the cells' covariance ``V V' = A' Sigma_c A`` otherwise
+(:func:`field_loadings`): ``h w`` numbers per draw, whatever ``p`` and the output size.
+Projecting the covariance onto the cells (``V``, ``p^2 h w`` per image and class, one float64
+product: :func:`cell_channels`) is the only ``p``-dependent step; the pixel SEs come from the
+same Gram matrix ``V V'`` (:func:`quadratic_upsample_gram`). The threshold is brute force over
+every draw (:func:`cell_thresholds`); the tests compare it with a direct simulation from
+``A' Sigma_c A`` with the same draws.
+
+``band="pixels"``. The threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` over
+the upsampled pixels, with ``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e.
+``a(u)' (beta* - beta_hat) / SE(u)`` with ``beta* ~ N(beta_hat, Sigma_c)``; ``R_c`` the
+eigen-square-root :func:`sqrt_factor`), and ``band_se = SE``. ``z*`` is a linear map of the
+draw: at the feature cells the simulated field is ``f = V e``, and every output pixel
+interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
 (:func:`_sim_thresholds`):
 
 - the draws live in the cell field's own space: ``e`` itself (``r`` numbers) when ``r <= h w``,
@@ -35,13 +62,19 @@ output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Henc
 
 The result is the quantile of the same exact maxima: equal to the full pixel-space
 simulation with the same draws to float32 rounding (:func:`_sim_max_abs_z` and
-:func:`_sim_max_abs_z_cells` are those direct references, used by the tests).
+:func:`_sim_max_abs_z_cells` are those direct references, used by the tests). Its cost still
+grows with the output size (exact maxima over ``H W`` pixels for the draws that can rank).
 
-Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`): the
+Both bands draw from the stream ``numpy.random.default_rng([seed, class column])`` (shared by
+all images of the class; :func:`class_draws`), so results are reproducible and do not depend
+on how images are batched.
+
+Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`) for
+factors no wider than the cells (wider ones take the per-class Gram path above): the
 factors of all classes are stacked so that one product per image chunk gives every class's
 ``v``, and the five fields and the interpolation run for all classes at once (same algebra,
-equal to the per-class loop to rounding). With it, the per-class loop below runs, one seeded
-stream of draws per class.
+equal to the per-class loop to rounding). With it, a per-class loop runs, one seeded stream
+of draws per class.
 """
 
 from __future__ import annotations
@@ -109,11 +142,10 @@ def cov_factor(cov: np.ndarray) -> np.ndarray:
     (p = 512: ~2 ms against ~100 ms); a covariance that is not numerically positive definite
     (rank-deficient, zero) falls back to the eigen-square-root with its null directions dropped.
     """
-    sym = (cov + cov.T) / 2
-    try:
-        return np.linalg.cholesky(sym).T
-    except np.linalg.LinAlgError:
-        return sqrt_factor(cov)
+    lower, info = torch.linalg.cholesky_ex(torch.from_numpy((cov + cov.T) / 2))
+    if int(info) == 0:
+        return lower.T.numpy()
+    return sqrt_factor(cov)
 
 
 def quadratic_weights(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -443,26 +475,26 @@ def upsample_cells(x: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor) -> torch
     return torch.matmul(uy, torch.matmul(x, ux.T))
 
 
-def cell_channels(cells: torch.Tensor, fac: torch.Tensor, share: float) -> torch.Tensor:
-    """``v = [share, a] R'`` for a block of cells (M, p): (M, r), float64.
+def cell_channels(cells_t: torch.Tensor, fac: torch.Tensor, share: float) -> torch.Tensor:
+    """``V' = R [share; A]`` for a block of cells ``A`` (p, M): (r, M), float64.
 
     The only step whose cost grows with ``p`` (``p r`` per cell). An upper-triangular ``R``
     (Cholesky) is multiplied by row blocks, each against the channels it does not zero out
-    (about 60% of the dense product's flops); column ``i`` of the result depends only on its
-    own cell, so the numbers do not depend on the block of cells.
+    (about 60% of the dense product's flops), straight into its rows of the result; column
+    ``m`` depends only on cell ``m``, so the numbers do not depend on the block of cells.
     """
     r, k = fac.shape
+    out = torch.empty(r, cells_t.shape[1], dtype=fac.dtype)
     if r != k or r < 2 * _TRI_BLOCK or torch.tril(fac, -1).any():
-        v = torch.matmul(cells, fac[:, 1:].T)
+        torch.matmul(fac[:, 1:], cells_t, out=out)
     else:  # R[i, j] = 0 for j < i: rows i0.. of R need channels j >= i0 - 1 of the cells
-        parts = []
         for i0 in range(0, r, _TRI_BLOCK):
             c0 = max(i0 - 1, 0)
-            parts.append(torch.matmul(cells[:, c0:], fac[i0 : i0 + _TRI_BLOCK, 1 + c0 :].T))
-        v = torch.cat(parts, dim=1)
+            torch.matmul(fac[i0 : i0 + _TRI_BLOCK, 1 + c0 :], cells_t[c0:],
+                         out=out[i0 : i0 + _TRI_BLOCK])
     if share:
-        v += share * fac[:, 0]
-    return v
+        out += share * fac[:, :1]
+    return out
 
 
 def _cell_band_chunk(
@@ -510,7 +542,7 @@ def _cell_band(
     quad = (quadratic_weights(uy), quadratic_weights(ux))
     with _one_blas_thread():
         factors = [torch.from_numpy(cov_factor(c)) for c in covs]
-    cells = acts.permute(0, 2, 3, 1).reshape(n * h * w, p)  # channels last, cells flattened
+    cells_t = acts.permute(1, 0, 2, 3).reshape(p, n * h * w)  # channels first, cells flattened
     raw_t = torch.from_numpy(raw)
     keys = [("se", raw_t.dtype), ("z", raw_t.dtype), ("mask_pointwise", torch.bool)]
     if simulate:
@@ -523,8 +555,9 @@ def _cell_band(
         k = min(fac.shape[0], h * w)
         draws_t = class_draws(seed, j, n_sim, k) if simulate else None
         for s in range(0, n, per):
-            v = cell_channels(cells[s * h * w : (s + per) * h * w], fac, share)
-            v = v.reshape(-1, h, w, fac.shape[0])
+            vt = cell_channels(cells_t[:, s * h * w : (s + per) * h * w], fac, share)
+            # (b, h, w, r) view of the (r, b h w) block: each image's cells are contiguous
+            v = vt.view(fac.shape[0], -1, h, w).permute(1, 2, 3, 0)
             part = _cell_band_chunk(v, raw_t[s : s + v.shape[0], i], quad, (uy, ux), draws_t,
                                     alpha, crit)
             for key, val in part.items():
