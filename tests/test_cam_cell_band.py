@@ -230,3 +230,17 @@ def test_cell_band_covers_a_known_truth():
     se = cells.std(ddof=1) / np.sqrt(reps)
     assert abs(cells.mean() - 0.9498) < 3 * se + 0.005, (cells.mean(), se)
     assert pixels.mean() >= cells.mean()
+
+
+@pytest.mark.parametrize("tri", [False, True])
+@pytest.mark.parametrize(("n_sim", "alpha"), [(1, 0.05), (7, 0.05), (97, 0.2), (2000, 0.05)])
+def test_cell_thresholds_equal_the_quantile_of_every_draw(tri, n_sim, alpha):
+    rng = np.random.default_rng(n_sim + tri)
+    z = torch.from_numpy(rng.normal(size=(4, 12, 12))).float()
+    if tri:
+        z = torch.tril(z)  # Cholesky loadings: the two-block product
+    z[1, 3] = 0.0  # a cell without uncertainty
+    draws = torch.from_numpy(rng.standard_normal((12, n_sim))).float()
+    got = cu.cell_thresholds(z, draws, alpha)
+    ref = torch.quantile((z.double() @ draws.double()).abs().amax(1), 1 - alpha, dim=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
