@@ -138,6 +138,40 @@ def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
     print(f"ratio BR / MLE (public calls, CPU time): {t_br / t_ml:.2f}  (goal <= 3)")
 
 
+def parts(n: int, p: int, k: int) -> None:
+    """CPU seconds of the pieces of one adjusted-score evaluation at the MLE, float64 and float32.
+
+    Diagnostics for the ratio of :func:`public`: the bias reduction costs about one evaluation
+    per iteration, each of about the MLE fit's own information matrix and inverse plus the hat
+    values (the same flops as the information again).
+    """
+    from scipy.linalg import cho_factor
+
+    from glminterp.refit import mnbr
+    from glminterp.refit.mnbr_single import SingleDesign, triangular_inverse32
+
+    x, y = simulate(n, p, k)
+    ml = E.fit_multinomial(x, y)
+    onehot = np.eye(k)[E.encode_classes(y)[0]][:, 1:]
+    chunk = max(64, mnbr._CHUNK_BYTES // (8 * ml.params.size))
+    probs = E.multinomial_probs(x, ml.params)[0]
+    print(f"one evaluation at N={n}, p={p}, K={k} (CPU seconds, one BLAS thread)")
+    _, t_inf, _ = _timed(lambda: mnbr._evaluate(x, onehot, ml.params, chunk))
+    pt, t_chol, _ = _timed(lambda: mnbr._evaluate(x, onehot, ml.params, chunk, fisher=ml.fisher))
+    _, t_inv, _ = _timed(pt.inverse_fisher)
+    _, t_hat, _ = _timed(lambda: pt.hats(x, chunk))
+    print(f"  float64: information {t_inf - t_chol:.2f}, Cholesky {t_chol:.2f}, inverse "
+          f"{t_inv:.2f}, hat values {t_hat:.2f}; total {t_inf + t_inv + t_hat:.2f}")
+    d = SingleDesign(x, k)
+    f32, t_inf, _ = _timed(lambda: d.fisher(probs, chunk))
+    c, t_chol, _ = _timed(lambda: cho_factor(f32, lower=False, check_finite=False)[0])
+    _, t_inv, _ = _timed(lambda: triangular_inverse32(c, p + 1))
+    pt, _, _ = _timed(lambda: mnbr._evaluate_single(d, x, onehot, ml.params, chunk))
+    _, t_hat, _ = _timed(lambda: pt.hats(x, chunk))
+    print(f"  float32: information {t_inf:.2f}, Cholesky {t_chol:.2f}, R^-1 {t_inv:.2f}, "
+          f"hat values {t_hat:.2f}; total {t_inf + t_chol + t_inv + t_hat:.2f}")
+
+
 def _timed(fn):
     """(result, CPU seconds, wall seconds) of one call."""
     t0, w0 = time.process_time(), time.perf_counter()
@@ -208,6 +242,8 @@ def main(argv=None) -> None:
     ap.add_argument("--coverage", action="store_true")
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--lp", action="store_true", help="--public: also time the separation LP")
+    ap.add_argument("--parts", action="store_true",
+                    help="CPU seconds of the pieces of one evaluation (float64 and float32)")
     ap.add_argument("--separated", action="store_true",
                     help="--public: the bias reduction on separated data of the same size")
     args = ap.parse_args(argv)
@@ -221,7 +257,9 @@ def main(argv=None) -> None:
                       + np.array2string(res[name].ravel(order='F'), precision=3))
             return
         size = (2000, 32, 5) if args.small else (10_000, 256, 10)
-        if args.public:
+        if args.parts:
+            parts(*size)
+        elif args.public:
             public(*size, lp=args.lp, sep=args.separated)
         else:
             timing(*size)

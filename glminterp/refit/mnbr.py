@@ -69,7 +69,12 @@ from glminterp.engine import (
 )
 from glminterp.head import reference_to_sum_to_zero_map
 from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
-from glminterp.refit.mnbr_single import SingleDesign, inverse32
+from glminterp.refit.mnbr_single import (
+    SingleDesign,
+    solve32,
+    triangular_inverse32,
+    triangular_solve32,
+)
 from glminterp.refit.parametrize import sum_to_zero_cov
 
 TYPES: tuple[str, ...] = ("AS_mean",)
@@ -125,6 +130,12 @@ def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> np.ndarray:
         va = np.einsum("nlq,nq->nl", z, x1)
         v[:, a, a:] = va
         v[:, a:, a] = va
+    return hats_from_blocks(v, probs)
+
+
+def hats_from_blocks(v: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Hat values ``h_nk = p_nk (e_k - p_n)' V_n (e_k - p_n)`` from the blocks ``V_n``."""
+    n, j = probs.shape
     v = v.astype(np.float64, copy=False)
     vp = np.einsum("nkl,nl->nk", v, probs)
     pvp = np.einsum("nk,nk->n", vp, probs)
@@ -171,6 +182,7 @@ class _Point:
     kron: tuple | None = None  # zero-slope point: (D0^-1, G^-1, leverages)
     inverse: np.ndarray | None = field(default=None, repr=False)
     single: SingleDesign | None = None  # float32 point: chol, inverse in centred coordinates
+    rinv: np.ndarray | None = field(default=None, repr=False)  # float32: R^-1 (I = R'R)
     noise: float = 0.0  # rounding of logdet (float32 points)
 
     @property
@@ -183,8 +195,9 @@ class _Point:
             return g_inv @ r @ d_inv
         q, j = r.shape
         if self.single is not None:
-            rc = self.single.center_score(r)
-            sc = cho_solve(self.chol, rc.ravel(order="F"), check_finite=False)
+            rc = self.single.center_score(r).ravel(order="F")
+            sc = (triangular_solve32(self.rinv, rc) if self.rinv is not None
+                  else solve32(self.chol[0], rc))
             return self.single.uncenter_step(sc.reshape(q, j, order="F"))
         return cho_solve(self.chol, r.ravel(order="F"), check_finite=False).reshape(
             q, j, order="F")
@@ -217,10 +230,14 @@ class _Point:
             quad = np.einsum("kj,jl,kl->k", e, d_inv, e)
             pk = np.r_[1.0 - p.sum(), p]
             return lev[:, None] * (pk * quad)[None, :]
-        if self.single is not None:  # centred float32 design and inverse (same leverages)
-            x1 = self.single.x1c
-            return np.vstack([_hats_x1(x1[i : i + chunk], self.probs[i : i + chunk],
-                                       self.inverse) for i in range(0, x.shape[0], chunk)])
+        if self.single is not None:  # centred float32 design (the same leverages)
+            x1, p, n = self.single.x1c, self.probs, x.shape[0]
+            if self.inverse is not None:
+                return np.vstack([_hats_x1(x1[i : i + chunk], p[i : i + chunk], self.inverse)
+                                  for i in range(0, n, chunk)])
+            rows = chunk  # W_n is J x dim per row: about 4.5x the chunk's information rows
+            return np.vstack([hats_from_blocks(self.single.blocks(x1[i : i + rows], self.rinv),
+                                               p[i : i + rows]) for i in range(0, n, rows)])
         inv = self.inverse_fisher()
         return np.vstack([
             hat_quantities_chunk(x[i : i + chunk], self.probs[i : i + chunk], inv)
@@ -262,16 +279,16 @@ def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
            else design.center_fisher(fisher).astype(np.float32, order="F"))
     try:
         c = cho_factor(f32, lower=False, overwrite_a=True, check_finite=False)[0]
-        inv = (inverse32(c.copy(order="F")) if cov is None
-               else design.center_cov(cov).astype(np.float32))
+        d = np.diag(c).astype(np.float64)
+        if not np.all(d > 0):
+            raise LinAlgError("float32 Cholesky factor with a zero pivot")
+        inv = None if cov is None else design.center_cov(cov).astype(np.float32)
+        rinv = triangular_inverse32(c, design.q) if cov is None else None  # over c
     except LinAlgError:  # float32 too coarse here: this point in float64
         return _evaluate(x, onehot, beta, chunk, fisher=fisher)
-    d = np.diag(c).astype(np.float64)
-    if not np.all(d > 0):
-        return _evaluate(x, onehot, beta, chunk, fisher=fisher)
     logdet = 2.0 * float(np.sum(np.log(d)))
-    return _Point(beta, probs, llf, score, logdet, chol=(c.astype(np.float64), False),
-                  inverse=inv, single=design, noise=_SINGLE_NOISE * beta.size)
+    return _Point(beta, probs, llf, score, logdet, chol=None if cov is None else (c, False),
+                  inverse=inv, rinv=rinv, single=design, noise=_SINGLE_NOISE * beta.size)
 
 
 def _point(x, onehot, beta, chunk, trace: dict) -> _Point:
@@ -803,12 +820,17 @@ def _choose_method(method: str, n_obs: int, n_classes: int, dim: int) -> str:
 
 
 def _checked_fisher(fisher, dim: int, name: str = "start_fisher") -> np.ndarray:
+    """A read-only Fortran-ordered view where possible (the matrix is symmetric: a C-ordered
+    one is used transposed), else a copy."""
     f = np.asarray(fisher, dtype=np.float64)
     if f.shape != (dim, dim) or not np.all(np.isfinite(f)):
         what = "Fisher information" if name == "start_fisher" else "inverse Fisher information"
         raise ValueError(f"{name} must be the finite ({dim}, {dim}) {what} at start; got "
                          f"shape {f.shape}.")
-    return np.array(f, order="F")
+    f = f.T if f.flags.c_contiguous and not f.flags.f_contiguous else np.asfortranarray(f)
+    f = f.view()
+    f.flags.writeable = False
+    return f
 
 
 def penalized_loglik(x, codes, n_classes: int, beta) -> tuple[float, float]:
