@@ -121,8 +121,9 @@ def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
             model.separation_checks(run=True)
             t_lp = time.perf_counter() - t0
     r = br.results
-    it = (f"{r.n_iter} iterations, {r.n_fisher} information matrices ({r.n_single} in "
-          f"float32), {r.seconds:.2f} s wall, method {r.method}")
+    n_eval = len(r.history)
+    it = (f"{r.n_iter} iterations, {n_eval} evaluations ({r.n_single} float32, "
+          f"{n_eval - r.n_single} float64), {r.seconds:.2f} s wall, method {r.method}")
     how = br.diagnostics["separation"][0]["method"]
     if sep:
         print("BR on separated data of the same size (labels from a noise-free head); MLE on "
