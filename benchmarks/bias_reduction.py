@@ -4,6 +4,7 @@
     python benchmarks/bias_reduction.py --small    # N=2,000, p=32, K=5 (seconds)
     python benchmarks/bias_reduction.py --coverage # Wald CI coverage, nearly separated regime
     python benchmarks/bias_reduction.py --public [--small] [--lp]  # the user's call
+    python benchmarks/bias_reduction.py --parts    # CPU seconds of one evaluation's pieces
 
 Timing: ``glminterp.refit.mnbr.fit_multinomial_br`` (the public fit, all input checks) vs
 ``glminterp.engine.fit_multinomial`` on the same overlapping data (the MLE exists), both cold
@@ -13,18 +14,22 @@ same data, every check included (both prove overlap from a clean maximum-likelih
 skip the separation LP; the bias reduction then starts from that MLE); ``--lp`` also times the
 LP on its own (minutes at the full size on the LP of this version).
 
-Measured (2 shared cores, load 4-17 from other jobs, one run each; ratios within a run):
-``--public`` at N=10,000, p=256, K=10: MLE refit 36.38 s, ``remedy="firth"`` 96.30 s (7
-bias-reduction evaluations from the MLE start, whose Fisher information is reused; overlap
-proved by the clean MLE, no LP): 2.65x. An earlier run at load ~4 gave 6.28 s vs 79.69 s
-(8 evaluations, before the reuse): 12.7x, and the previous version's quiet-machine figure was
-4.29x; one evaluation (information matrix, Cholesky inverse, hat values: ~6 s single-threaded)
-costs about as much as the whole MLE fit, so the ratio is about 1 + 7 x (evaluation / MLE fit)
-and the goal <= 3 is not reliably met. ``--public --small``: 0.24 s vs 0.32 s (1.31x).
-``--public --small --separated`` (bias reduction on completely separated data of the same
-size, the MLE refit timed on the overlapping data): 0.30 s vs 3.64 s (11.9x; 72 Fisher-metric
-iterations, 2.70 s, plus the failed MLE attempt and the separation LP). Coverage: see
-:func:`coverage`.
+Measured (2 shared cores, load 7-10 from other jobs, CPU seconds with one BLAS thread, ratios
+within one run): ``--public`` at N=10,000, p=256, K=10: MLE refit 3.77 s, ``remedy="firth"``
+16.37 s: 4.34x; a second run 4.36 s vs 18.00 s: 4.13x (7 iterations, 8 evaluations: the first
+from the MLE's own information and covariance, 6 in float32, the last in float64; overlap
+proved by the clean MLE, no LP). Before float32 evaluations and the covariance reuse (same
+session, load ~1): 3.19 s vs 29.70 s, 9.3x. ``--parts`` (one evaluation at the MLE): float64
+information 1.84, Cholesky 0.14, inverse 0.24, hat values 1.25 (3.46 s); float32 information
+0.75, Cholesky 0.10, R^-1 0.08, hat values 0.84 (1.76 s). The goal <= 3 is not met: the
+Fisher-metric map's Jacobian ``I^-1 dA/db`` has eigenvalues spread over about [-0.15, 0.15]
+here (computed exactly at N=2,000, p=51, K=10, the same parameters / rows), so any
+secant/Krylov acceleration needs about 6 evaluations to go from the first step (5e-2) to
+``tol = 1e-8``, and one float32 evaluation still costs about half the MLE refit.
+``--public --small``: 0.08 s vs 0.11 s (1.38x). ``--public --small --separated`` (bias
+reduction on completely separated data of the same size, the MLE refit timed on the
+overlapping data): 0.10 s vs 1.33 s (12.8x; 72 Fisher-metric iterations, plus the failed MLE
+attempt and the separation LP). Coverage: see :func:`coverage`.
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ class MultinomialBiasReduction:
 
         opts = check_options(self.name, self.options, ctx.options)
         # The Fisher-metric iteration converges linearly (faster from the MLE start, whose
-        # information is reused); small heads finish by exact-Hessian Newton (method="auto").
+        # information and covariance give the first step); small heads finish by exact-Hessian
+        # Newton (method="auto"); large ones evaluate in float32 while far (precision="auto").
         opts.setdefault("max_iter", DEFAULT_MAX_ITER)
         start, fisher, cov = overlap_by_mle(model, ctx)
         if start is None:
