@@ -147,3 +147,11 @@ def test_precision_option_is_checked_and_auto_picks_by_cost():
         fit_multinomial_br(np.zeros((5, 1)), np.arange(5) % 2, 2, precision="half")
     assert not mnbr._single_pays(1500, 64, 10)  # the default study head: float64
     assert mnbr._single_pays(10_000, 256, 10)  # the size: float32 far away
+    x = np.random.default_rng(0).random((2000, 100))
+    assert mnbr._single_pays(2000, 100, 10)
+    choose = mnbr._choose_precision
+    assert isinstance(choose("auto", "fisher", x, 10, from_mle=True), SingleDesign)
+    assert choose("auto", "fisher", x, 10, from_mle=False) is None  # null start: float64
+    assert choose("auto", "fisher+newton", x, 10, from_mle=True) is None
+    assert choose("mixed", "newton", x, 10, from_mle=True) is None
+    assert isinstance(choose("mixed", "fisher", x, 10, from_mle=False), SingleDesign)

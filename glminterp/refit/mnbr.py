@@ -33,10 +33,10 @@ structure at the cost of one Gram matrix.
 Cost and convergence: each outer iteration is about two information matrices plus a Cholesky
 inverse, ``O(N (K-1)^2 (p+1)^2)`` (measured at N=10k, p=256, K=10, one BLAS thread: information
 1.4 s, hat values 1.3 s, Cholesky and inverse 0.7 s; the MLE fit builds one information and
-one inverse). Far from the estimate these run in float32 on the centred design (``precision``;
-:mod:`glminterp.refit.mnbr_single`, about 1.5 s per evaluation there), and the last
-evaluation, which decides convergence and gives the standard errors, in float64. A start at
-the MLE reuses its information and covariance for the first adjusted score. The Fisher metric omits the penalty's curvature, so that
+one inverse). From a maximum-likelihood start these run in float32 on the centred design while
+far from the estimate (``precision``; :mod:`glminterp.refit.mnbr_single`, about 1.5 s per
+evaluation there), and the last evaluation, which decides convergence and gives the standard
+errors, in float64; the MLE's own information and covariance give the first adjusted score. The Fisher metric omits the penalty's curvature, so that
 iteration converges linearly, at a rate that grows with ``dim(b) / N`` and with separation
 (measured: ~0.1 on overlapping data at dim/N = 0.1, 0.85-0.98 on separated data). Where the
 exact Hessian of ``l*`` (:mod:`glminterp.refit.mnbr_hessian`, ``O((N K)^2 dim)``: it couples all
@@ -715,9 +715,10 @@ def fit_multinomial_br(
         estimate in float32 (about twice as fast; see :mod:`glminterp.refit.mnbr_single`),
         then float64 from the point where the Fisher step falls below ``10 tol`` or stops
         shrinking (the float32 rounding floor), so the stopping test, the estimate and its
-        standard errors are float64 (equal to ``"double"``'s to the tolerance). ``"auto"``: ``"mixed"`` for the
-        Fisher-metric iteration where one evaluation costs over ``SINGLE_FLOPS``, else
-        ``"double"``. Newton's iteration is always float64.
+        standard errors are float64 (equal to ``"double"``'s to the tolerance). ``"auto"``:
+        ``"mixed"`` for the Fisher-metric iteration from a maximum-likelihood start (with
+        ``start_fisher``) where one evaluation costs over ``SINGLE_FLOPS``, else ``"double"``.
+        Newton's iteration is always float64.
 
     Returns
     -------
@@ -740,7 +741,8 @@ def fit_multinomial_br(
     onehot[np.flatnonzero(pos), c[pos] - 1] = 1.0
     trace = {"n_iter": 0, "n_fisher": 0, "n_hvp": 0, "n_hessian": 0, "n_single": 0,
              "history": [],
-             "single": _choose_precision(precision, method, arr, k, chunk)}
+             "single": _choose_precision(precision, method, arr, k,
+                                         from_mle=start_fisher is not None)}
     pt = _first_point(arr, onehot, b0, chunk, trace, start_fisher, start_cov)
     pt, step, grad, ok = _run(method, arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
     if (start_fisher is not None and trace["n_iter"] == 0) or pt.single is not None:
@@ -788,12 +790,17 @@ PRECISIONS: tuple[str, ...] = ("auto", "double", "mixed")
 
 
 def _choose_precision(precision: str, method: str, x: np.ndarray, n_classes: int,
-                      chunk: int) -> SingleDesign | None:
-    """The float32 design for ``"mixed"`` (None: float64 throughout)."""
+                      from_mle: bool) -> SingleDesign | None:
+    """The float32 design for ``"mixed"`` (None: float64 throughout).
+
+    ``"auto"`` takes float32 only from a maximum-likelihood start (``from_mle``: overlap is
+    proved there); from the null start under separation ``l*`` can have several maxima, and
+    the float64 path is the one the R fixtures pin to brglm2's.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not available; use one of {PRECISIONS}.")
     if precision == "double" or method == "newton" or (
-            precision == "auto" and (method != "fisher"
+            precision == "auto" and (method != "fisher" or not from_mle
                                      or not _single_pays(x.shape[0], x.shape[1], n_classes))):
         return None
     return SingleDesign(x, n_classes)
