@@ -45,7 +45,8 @@ _AUTO_CG_MIN_PARAMS = 500  # below this a full information matrix is cheaper tha
 _CHUNK_BYTES = 32 * 2**20  # working memory per chunk of the stacked design
 _FISHER_BUFFER = 2**18  # elements of one weighted row block of the information build (2 MiB)
 _BLOCKS_MIN_ROWS = 512  # a chunk this short builds faster as one stacked syrk (fewer adds)
-_MMAP_MIN_BYTES = 64 * 2**20  # matrices this large come from an anonymous mmap (dense_matrix)
+_CACHE_BYTES = 2**19  # row blocks of this many bytes stay in (L2) cache between two products
+_MMAP_MIN_BYTES = 4 * 2**20  # matrices this large come from an anonymous mmap (dense_matrix)
 _MEMORY_FRACTION = 0.8  # of the memory available at fit time that the full covariance may use
 _N_INVERSES = 0  # full inverses computed in this process (the tests count them)
 # Cost model (flops per second relative to a Fisher-vector product, one BLAS thread, measured
@@ -117,7 +118,10 @@ def multinomial_probs(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.n
     lse : ndarray, shape (n,)
         ``log(1 + sum_j exp(eta_j))``, so that ``log p_0 = -lse``.
     """
-    eta = _lin(x, beta)
+    return _probs_of(_lin(x, beta))
+
+
+def _probs_of(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.maximum(eta.max(axis=1), 0.0)
     e = np.exp(eta - m[:, None])
     s = np.exp(-m) + e.sum(axis=1)
@@ -125,19 +129,37 @@ def multinomial_probs(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.n
     return e / s[:, None], lse
 
 
+def _cache_rows(p: int) -> int:
+    """Rows of a ``p``-column design that stay in cache between its two narrow products."""
+    return max(32, _CACHE_BYTES // (8 * max(1, p)))
+
+
 def multinomial_loglike_grad_chunk(
     x: np.ndarray, codes: np.ndarray, beta: np.ndarray
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Log-likelihood, score ``X1'(Y - P)`` ``(p + 1, J)`` and probabilities of one chunk.
 
-    ``codes`` are integer class codes in ``0..K-1`` (0 = baseline).
+    ``codes`` are integer class codes in ``0..K-1`` (0 = baseline). Long chunks are walked in
+    cache-sized row blocks (``x`` is read twice: ``x beta``, then ``x'(Y - P)``).
     """
-    probs, lse = multinomial_probs(x, beta)
-    pos = codes > 0
-    rows = np.flatnonzero(pos)
-    cols = codes[pos] - 1
-    eta_y = np.einsum("ij,ij->i", x[rows], beta[1:, cols].T) + beta[0, cols]
-    llf = float(np.sum(eta_y) - np.sum(lse))
+    n, rows = x.shape[0], _cache_rows(x.shape[1])
+    if n <= rows:
+        return _loglike_grad_block(x, codes, beta)
+    llf, grad, probs = 0.0, np.zeros_like(beta, dtype=np.float64), np.empty((n, beta.shape[1]))
+    for i in range(0, n, rows):
+        sl = slice(i, i + rows)
+        ll, g, probs[sl] = _loglike_grad_block(x[sl], codes[sl], beta)
+        llf += ll
+        grad += g
+    return llf, grad, probs
+
+
+def _loglike_grad_block(x, codes, beta):
+    eta = _lin(x, beta)
+    probs, lse = _probs_of(eta)
+    rows = np.flatnonzero(codes > 0)
+    cols = codes[rows] - 1
+    llf = float(np.sum(eta[rows, cols]) - np.sum(lse))
     resid = -probs
     resid[rows, cols] += 1.0
     return llf, _tlin(x, resid), probs
@@ -249,7 +271,21 @@ def _fisher_stacked(x: np.ndarray, probs: np.ndarray, out: np.ndarray) -> np.nda
 
 
 def multinomial_hvp_chunk(x: np.ndarray, probs: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """One chunk's Fisher-vector product ``I v`` for ``v`` of shape (p + 1, J)."""
+    """One chunk's Fisher-vector product ``I v`` for ``v`` of shape (p + 1, J).
+
+    Walked in cache-sized row blocks: both narrow products then read each block from cache,
+    not memory (measured: 1.7-1.9x faster at p = 256 and 1024).
+    """
+    rows = _cache_rows(x.shape[1])
+    if x.shape[0] <= rows:
+        return _hvp_block(x, probs, v)
+    out = np.zeros((x.shape[1] + 1, v.shape[1]))
+    for i in range(0, x.shape[0], rows):
+        out += _hvp_block(x[i : i + rows], probs[i : i + rows], v)
+    return out
+
+
+def _hvp_block(x, probs, v):
     u = probs * _lin(x, v)
     u -= probs * u.sum(axis=1, keepdims=True)
     return _tlin(x, u)
