@@ -50,10 +50,11 @@ _MMAP_MIN_BYTES = 4 * 2**20  # matrices this large come from an anonymous mmap (
 _MEMORY_FRACTION = 0.8  # of the memory available at fit time that the full covariance may use
 _N_INVERSES = 0  # full inverses computed in this process (the tests count them)
 # Cost model (flops per second relative to a Fisher-vector product, one BLAS thread, measured
-# on the benchmark design): the product is two narrow (J-column) matrix products, memory-bound;
-# the information matrix is one wide syrk (BLAS-3), the Cholesky faster still.
-_RATE_FISHER = 6.0  # syrk flops/s over HVP flops/s
-_RATE_CHOL = 10.0  # potrf/potri flops/s over HVP flops/s
+# on the benchmark design at p = 1024, K = 10: HVP ~13 GF/s in cache-sized row blocks, the
+# block syrks ~47, potrf ~52): the product is two narrow (J-column) matrix products; the
+# information matrix J(J+1)/2 syrks (BLAS-3), the Cholesky about as fast.
+_RATE_FISHER = 3.5  # syrk flops/s over HVP flops/s
+_RATE_CHOL = 4.0  # potrf/potri flops/s over HVP flops/s
 _CG_SHARE = 0.3  # of one information matrix + Cholesky that Newton-CG may spend in products
 _FORCING = "score"  # inner CG tolerance rule ("ew": Eisenstat-Walker choice 2)
 _ROUNDING = 1e3 * np.finfo(float).eps  # predicted gains below this times |llf| are noise
@@ -235,18 +236,20 @@ def _fisher_blocks(parts, out: np.ndarray, accumulate: bool) -> np.ndarray:
 
 
 def _put_block(out: np.ndarray, acc: np.ndarray, a: int, c: int, q: int, accumulate: bool):
-    """Mirror ``acc`` (upper triangle set, lower zero) and store it as block ``(a, c)``."""
-    full = acc + acc.T
-    full.flat[:: q + 1] = np.diagonal(acc)
-    if a != c:
-        np.negative(full, out=full)  # off-diagonal blocks are -X1' diag(p_a p_c) X1
+    """Mirror ``acc`` (upper triangle set) in place and store it as block ``(a, c)``."""
+    full = symmetrize_upper(acc)
     sa, sc = slice(a * q, (a + 1) * q), slice(c * q, (c + 1) * q)
     if accumulate:
-        out[sa, sc] += full
+        if a == c:
+            out[sa, sc] += full
+        else:  # off-diagonal blocks are -X1' diag(p_a p_c) X1
+            out[sa, sc] -= full
         return
-    out[sa, sc] = full
-    if a != c:
-        out[sc, sa] = full  # block (c, a) = block (a, c)' = block (a, c)
+    if a == c:
+        out[sa, sc] = full
+    else:
+        np.negative(full, out=out[sa, sc])
+        out[sc, sa] = out[sa, sc]  # block (c, a) = block (a, c)' = block (a, c)
 
 
 def _fisher_stacked(x: np.ndarray, probs: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -618,9 +621,9 @@ def solver_costs(n_obs: int, n_terms: int, n_classes: int) -> dict[str, float]:
     """Predicted cost of the fit's building blocks, in Fisher-vector products (HVPs).
 
     One HVP is ``~4 N m`` flops (``m = (K-1)(p+1)`` parameters, two narrow matrix products,
-    memory-bound); one information matrix ``~N m^2 + N m q`` (one syrk, BLAS-3, about
-    ``_RATE_FISHER`` times the flop rate); its Cholesky ``m^3/3`` and the inverse from it
-    ``2 m^3/3`` (about ``_RATE_CHOL`` times). The covariance needs one information matrix, its
+    memory-bound); one information matrix ``~N q^2 J(J+1)/2`` (``J(J+1)/2`` symmetric q x q
+    syrks, BLAS-3, about ``_RATE_FISHER`` times the flop rate); its Cholesky ``m^3/3`` and
+    the inverse from it ``2 m^3/3`` (about ``_RATE_CHOL`` times). The covariance needs one information matrix, its
     Cholesky and the inverse at the optimum whatever the solver (the floor); the question is
     only how to get there.
 
@@ -634,7 +637,7 @@ def solver_costs(n_obs: int, n_terms: int, n_classes: int) -> dict[str, float]:
     hvp = 4.0 * n * m + 10.0 * n * j  # the products plus the probability arithmetic
     return {
         "n_params": int(m),
-        "fisher": (n * m * m + n * m * q) / _RATE_FISHER / hvp,
+        "fisher": (n * q * q + 2.0 * n * q) * j * (j + 1) / 2.0 / _RATE_FISHER / hvp,
         "cholesky": m**3 / 3.0 / _RATE_CHOL / hvp,
         "inverse": 2.0 * m**3 / 3.0 / _RATE_CHOL / hvp,
     }
@@ -1029,13 +1032,14 @@ def gram_matrix(chunks) -> np.ndarray:
 def _gram_inv(chunks) -> np.ndarray:
     """``(X1'X1)^-1`` by one ``(p+1) x (p+1)`` Cholesky; pseudo-inverse if rank deficient."""
     g = gram_matrix(chunks)
-    try:
-        c = cho_factor(g, lower=False, check_finite=False)
-        return cho_solve(c, np.eye(g.shape[0]), check_finite=False)
-    except LinAlgError:
-        vals, vecs = np.linalg.eigh(g)
-        vals = np.where(vals > vals.max() * 1e-12, vals, np.inf)
-        return (vecs / vals) @ vecs.T
+    c, info = dpotrf(g, lower=0, clean=1)  # g itself is kept for the fallback
+    if info == 0:
+        inv, info = dpotri(c, lower=0, overwrite_c=1)  # a third of cho_solve(c, eye)'s flops
+        if info == 0:
+            return symmetrize_upper(inv)
+    vals, vecs = np.linalg.eigh(g)
+    vals = np.where(vals > vals.max() * 1e-12, vals, np.inf)
+    return (vecs / vals) @ vecs.T
 
 
 def bohning_preconditioner(gram_inv: np.ndarray, n_classes: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -1437,7 +1441,9 @@ def fit_multinomial(
             raise ValueError(f"start has {start_m.size} values; expected (p+1)*(K-1) = {q * (k - 1)}.")
         start_m = start_m.reshape(q, k - 1, order="F")
     check_covariance_memory(obj.n_params, max_memory)
-    factory = _kron_precond(obj, _gram_inv(chunks))
+    def factory(flat):  # only Newton-CG needs it: no Gram matrix for plain Newton
+        return _kron_precond(obj, _gram_inv(chunks))(flat)
+
     monitor = multinomial_monitor(obj, arr.shape[0]) if detect_separation else None
     beta, llf, grad, fisher, cov, conv, trace = _solve(
         obj, start_m.ravel(order="F"), method, tol, max_iter, cg_max_iter, factory, monitor,
