@@ -449,6 +449,9 @@ class CholeskyCovariance:
 
     def __setstate__(self, state):
         self._w, self._full, self.variances = state["w"], state["full"], state["variances"]
+        for a in (self._full, self.variances):
+            if a is not None:
+                a.flags.writeable = False
         self._lock = threading.Lock()
 
 
