@@ -111,6 +111,23 @@ def floor_seconds(x, y, params) -> tuple[float, float, float]:
     return t_f, t_c, t_i
 
 
+def stacked_seconds(x, params) -> float:
+    """The information by the earlier build (one syrk on the stacked design per chunk, the
+    build the issue's floor was first measured with): a reference, not used by the fit."""
+    q, j = params.shape
+    cs = E._auto_chunk(None, q * j)
+    probs = [E.multinomial_probs(x[i : i + cs], params)[0] for i in range(0, len(x), cs)]
+    gc.collect()
+    t0 = _clock()
+    out = E.dense_matrix(q * j)
+    for i, pr in zip(range(0, len(x), cs), probs):
+        E._fisher_stacked(x[i : i + cs], pr, out)
+    E.symmetrize_upper(out)
+    sec = _clock() - t0
+    del out
+    return sec
+
+
 def refined_se_rel(res, m=20, seed=0) -> float:
     """Largest relative change of 20 SEs under one step of iterative refinement of ``cov``.
 
@@ -143,14 +160,17 @@ def _se_checks(res, x, y, p, sm_max_p, dense_max_p):
     return "-", float("nan"), None
 
 
-def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2) -> None:
+def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2,
+                 stacked=True) -> None:
     print(f"full covariance, N={n}, K={k}; floor = one information build F + one Cholesky C "
           "(in place); inv = the full inverse from the factor (potri, 2C by flops)")
     print("  fit: fit_multinomial returns with SEs ready (one triangular inverse of the factor);"
           " cov: the full covariance formed on first access (res.cov), once")
     print("  ideal: the floor's own pieces, (F+C+inv/2)/floor for SEs, (F+C+inv)/floor for cov")
+    print("  F0: the earlier stacked-syrk build (reference only); /floor0 = over F0 + C")
     print(f"{'p':>5} {'params':>6} {'fit':>7} {'cov':>6} {'F':>7} {'C':>6} {'inv':>6} "
-          f"{'fit/floor':>9} {'(fit+cov)/floor':>15} {'ideal':>10} {'to_sm':>6} {'HVP':>4} "
+          f"{'fit/floor':>9} {'(fit+cov)/floor':>15} {'ideal':>10} {'F0':>7} "
+          f"{'(fit+cov)/floor0':>16} {'to_sm':>6} {'HVP':>4} "
           f"{'H':>2} {'SE vs':>5} {'SE rel':>8} {'SE=diag':>8} {'refine':>8} {'sm/fit':>7} "
           f"{'sm/(fit+cov)':>12} {'RSS MB':>7}", flush=True)
     for p in ps:
@@ -174,12 +194,13 @@ def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2) -
                                                        floor_seconds(x, y, params)))
         floor = t_f + t_c
         ideal = f"{(floor + t_i / 2) / floor:.2f}/{(floor + t_i) / floor:.2f}"
+        t_f0 = stacked_seconds(x, params) if stacked else float("nan")
         t_own = row["t_sm"]
         sm_r = "skip" if t_own is None else f"{t_own / t_fit:.1f}"
         sm_rc = "skip" if t_own is None else f"{t_own / (t_fit + t_cov):.1f}"
         print(f"{p:5d} {params.size:6d} {t_fit:7.2f} {t_cov:6.2f} {t_f:7.2f} {t_c:6.2f} "
               f"{t_i:6.2f} {t_fit / floor:9.2f} {(t_fit + t_cov) / floor:15.2f} {ideal:>10} "
-              f"{row['t_to_sm']:6.2f} {row['hvp']:4d} {row['n_fisher']:2d} {row['vs']:>5} "
+              f"{t_f0:7.2f} {(t_fit + t_cov) / (t_f0 + t_c):16.2f} {row['t_to_sm']:6.2f} {row['hvp']:4d} {row['n_fisher']:2d} {row['vs']:>5} "
               f"{row['se_rel']:8.1e} {row['se_diag']:8.1e} {row['refine']:8.1e} {sm_r:>7} "
               f"{sm_rc:>12} {rss:7.0f}", flush=True)
         print(f"      plan: {row['plan']}", flush=True)
@@ -316,6 +337,8 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of N fits/floors (p <= 1024)")
     ap.add_argument("--sm-max-p", type=int, default=256,
                     help="largest p at which statsmodels MNLogit is also fitted (full)")
+    ap.add_argument("--no-stacked", action="store_true",
+                    help="skip the reference timing of the earlier stacked build (full)")
     ap.add_argument("--dense-max-p", type=int, default=1024,
                     help="largest p whose SEs are also checked against np.linalg.inv (full)")
     args = ap.parse_args(argv)
@@ -325,7 +348,7 @@ def main(argv=None) -> None:
     if args.section == "full":
         print(f"times: {'CPU' if args.cpu_time else 'wall'} seconds")
         section_full(args.p, sm_max_p=args.sm_max_p, dense_max_p=args.dense_max_p,
-                     repeat=args.repeat)
+                     repeat=args.repeat, stacked=not args.no_stacked)
     elif args.section == "rows":
         section_rows(args.n or [10_000, 50_000, 200_000])
     elif args.section == "k100":

@@ -100,3 +100,24 @@ def test_cholesky_into_and_triangular_inverse():
     np.testing.assert_allclose(cov.matrix(), np.linalg.inv(f), rtol=1e-11, atol=1e-14)
     with pytest.raises(E.FisherSingularError, match="not positive definite"):
         E.cholesky_into(np.asfortranarray(np.diag([1.0, -1.0, 2.0])))
+
+
+def test_to_statsmodels_skips_the_rank_qr_the_fit_already_proved(data, monkeypatch):
+    import scipy.linalg
+
+    x, y = data
+    res = E.fit_multinomial(x, y)
+    calls = {"qr": 0}
+    real_qr = scipy.linalg.qr
+
+    def counting_qr(*args, **kw):
+        calls["qr"] += 1
+        return real_qr(*args, **kw)
+
+    monkeypatch.setattr(scipy.linalg, "qr", counting_qr)
+    default = res.to_statsmodels(x, y)
+    assert calls["qr"] == 0
+    checked = res.to_statsmodels(x, y, check_rank=True)
+    assert calls["qr"] >= 1  # statsmodels' own QR when asked
+    assert default.df_model == checked.df_model and default.df_resid == checked.df_resid
+    np.testing.assert_array_equal(np.asarray(default.bse), np.asarray(checked.bse))
