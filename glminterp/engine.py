@@ -335,14 +335,21 @@ def binomial_hvp_chunk(
     return _tlin(x, s * _lin(x, v))
 
 
-def symmetrize_upper(a: np.ndarray, block: int = 256) -> np.ndarray:
-    """Copy the upper triangle onto the lower one, in place (block by block, no index arrays)."""
+def symmetrize_upper(a: np.ndarray, block: int = 64) -> np.ndarray:
+    """Copy the upper triangle onto the lower one, in place.
+
+    Tile by tile (``block`` x ``block``): each transposed copy stays in cache (measured 1.5-1.8x
+    faster than whole panels at m = 9225).
+    """
     n = a.shape[0]
     for i in range(0, n, block):
         e = min(i + block, n)
         d = a[i:e, i:e]
-        a[i:e, i:e] = np.triu(d) + np.triu(d, 1).T
-        a[e:, i:e] = a[i:e, e:].T
+        low = np.tril_indices(e - i, -1)
+        d[low] = d.T[low]
+        for k in range(e, n, block):
+            f = min(k + block, n)
+            a[k:f, i:e] = a[i:e, k:f].T
     return a
 
 
@@ -964,7 +971,7 @@ def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, bu
     halve the step ~30 times and creep): the quadratic model is exact there, take the step.
     Stops when ``trace.n_hvp`` exceeds ``budget``; returns ``(beta, llf, grad, converged)``.
     """
-    eta, gprev, sprev = 0.5, None, None
+    eta, gprev, sprev, sprev2 = 0.5, None, None, None
     gscale = max(1.0, float(np.max(np.abs(grad))))
     while trace.n_iter < max_iter:
         gnorm = float(np.linalg.norm(grad))
@@ -977,25 +984,36 @@ def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, bu
             eta = min(0.5, max(ew, safe) if safe > 0.1 else ew)
             eta = max(eta, 1e-10)
         gprev = gnorm
-        if sprev is not None:  # no oversolving: an error of step_tol is all the end needs
-            eta = max(eta, min(0.5, 0.5 * step_tol / sprev))
+        if sprev is not None:
+            # no oversolving: an error of step_tol is all the end needs, relative to the step
+            # about to be solved for, predicted from the last two (converging superlinearly,
+            # each step shrinks at least as fast as the last one did)
+            pred = sprev if sprev2 is None else sprev * min(1.0, sprev / sprev2)
+            eta = max(eta, min(0.5, 0.5 * step_tol / pred))
         left = max(1, min(cg_max_iter, budget - trace.n_hvp + 1))
         step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, eta, left, trace)
         trace.n_iter += 1
-        sprev = float(np.max(np.abs(step)))
-        if float(np.max(np.abs(step))) <= step_tol:
+        sprev2, sprev = sprev, float(np.max(np.abs(step)))
+        if sprev <= step_tol:
             return beta, llf, grad, True
+        # a step this short and solved this accurately lands within ~eta |step| << step_tol
+        # of the optimum: take it and stop rather than solve once more to see it is small
+        last = sprev <= 10.0 * step_tol and eta * sprev <= 0.1 * step_tol
         if trace.n_hvp > budget:
             break
         if float(grad @ step) <= _ROUNDING * max(1.0, abs(llf)):
             beta = beta + step
             llf, grad = obj.value_grad(beta)
             trace.n_eval += 1
+            if last:
+                return beta, llf, grad, True
             continue
         beta, llf, grad, t = _line_search(obj, beta, llf, grad, step, trace)
         trace.history.append(llf)
         if monitor is not None:
             monitor(trace, beta, llf, t * step, t)
+        if last and t == 1.0:
+            return beta, llf, grad, True
         if t == 0.0:
             break
     return beta, llf, grad, False
