@@ -952,7 +952,8 @@ def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory, moni
         return (*out, trace)
     precond = precond_factory(beta)
     beta, llf, grad, small = _cg_phase(obj, beta, llf, grad, precond, tol * (0.1 if full else 1),
-                                       max_iter, cg_max_iter, plan["hvp_budget"], trace, monitor)
+                                       max_iter, cg_max_iter, plan["hvp_budget"], trace, monitor,
+                                       handover=full)
     if not full:
         return beta, llf, grad, None, None, small, trace
     plan["handover"] = ("converged: one information matrix at the optimum" if small else
@@ -962,7 +963,7 @@ def _solve(obj, start, method, tol, max_iter, cg_max_iter, precond_factory, moni
 
 
 def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, budget,
-              trace: _Trace, monitor=None):
+              trace: _Trace, monitor=None, handover: bool = False):
     """Newton-CG iterations until the step's largest component is below ``step_tol``.
 
     Inexact Newton with Eisenstat-Walker forcing (choice 2, gamma 0.9, alpha 2, safeguarded):
@@ -970,6 +971,12 @@ def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, bu
     is at the rounding level of the log-likelihood an Armijo search cannot see it (it would
     halve the step ~30 times and creep): the quadratic model is exact there, take the step.
     Stops when ``trace.n_hvp`` exceeds ``budget``; returns ``(beta, llf, grad, converged)``.
+
+    ``handover=True`` (an exact Newton step with the full information follows, which makes
+    the point exact to second order): the last solves aim at the predicted size of their
+    step, and a short, accurately solved step ends the phase once taken (below). The
+    matrix-free callers (``handover=False``) keep the point where the step fell below
+    ``step_tol``, so they solve to ``step_tol`` relative to the last step.
     """
     eta, gprev, sprev, sprev2 = 0.5, None, None, None
     gscale = max(1.0, float(np.max(np.abs(grad))))
@@ -988,7 +995,8 @@ def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, bu
             # no oversolving: an error of step_tol is all the end needs, relative to the step
             # about to be solved for, predicted from the last two (converging superlinearly,
             # each step shrinks at least as fast as the last one did)
-            pred = sprev if sprev2 is None else sprev * min(1.0, sprev / sprev2)
+            pred = sprev if sprev2 is None or not handover else sprev * min(1.0,
+                                                                             sprev / sprev2)
             eta = max(eta, min(0.5, 0.5 * step_tol / pred))
         left = max(1, min(cg_max_iter, budget - trace.n_hvp + 1))
         step = _pcg(lambda v, b=beta: obj.hvp(b, v), grad, precond, eta, left, trace)
@@ -998,7 +1006,7 @@ def _cg_phase(obj, beta, llf, grad, precond, step_tol, max_iter, cg_max_iter, bu
             return beta, llf, grad, True
         # a step this short and solved this accurately lands within ~eta |step| << step_tol
         # of the optimum: take it and stop rather than solve once more to see it is small
-        last = sprev <= 10.0 * step_tol and eta * sprev <= 0.1 * step_tol
+        last = handover and sprev <= 10.0 * step_tol and eta * sprev <= 0.1 * step_tol
         if trace.n_hvp > budget:
             break
         if float(grad @ step) <= _ROUNDING * max(1.0, abs(llf)):
