@@ -4,13 +4,17 @@ statsmodels' ``MNLogit(method="newton")`` rebuilds its Hessian block by block, (
 products, at every iteration. This engine computes the same maximum-likelihood estimate and the
 same inverse Fisher information, faster:
 
-- the Fisher information ``I = sum_n (diag(p_n) - p_n p_n') (x) x_n x_n'`` is built as
-  ``blockdiag_j(X' diag(p_j) X) - A'A`` with the stacked weighted design ``A = [p_1 X, ...,
-  p_{K-1} X]``: one symmetric rank-k update (BLAS ``syrk``) per row chunk, so memory is bounded by
-  the chunk and the ``((K-1)(p+1))^2`` matrix;
+- the Fisher information ``I = sum_n (diag(p_n) - p_n p_n') (x) x_n x_n'`` is built block by
+  block: block ``(a, c)`` is the symmetric ``X' diag(w) X`` (``w = p_a (1 - p_a)`` or
+  ``-p_a p_c``), one symmetric rank-k update (BLAS ``syrk``) on ``sqrt(|w|) X``, ``K(K-1)/2``
+  of them (:func:`multinomial_fisher`); memory is bounded by a row block and the
+  ``((K-1)(p+1))^2`` matrix;
 - ``method="newton-cg"`` reaches the optimum with Hessian-vector products (``O(N p K)`` each,
   preconditioned conjugate gradients, Armijo line search) and builds one full information matrix
   at the end, for the covariance and a last exact Newton step;
+- the information and its Cholesky factor live in two matrices allocated once; the standard
+  errors come from one triangular inverse of the factor, and the full covariance is formed from
+  it on first access, once (:class:`CholeskyCovariance`);
 - ``method="newton"`` is plain Newton with the full matrix every iteration and step halving;
   ``method="auto"`` (default) picks Newton-CG above 500 parameters.
 
