@@ -223,13 +223,15 @@ def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
 
 
 def section_rows(ns, p=256, k=10) -> None:
-    print(f"rows: p={p}, K={k}, engine fit_multinomial (auto = newton-cg)")
-    print(f"{'N':>7} {'fit s':>8} {'us/row':>8} {'iter':>5} {'HVP':>4} {'H':>2} {'peak MB':>8}")
+    print(f"rows: p={p}, K={k}, engine fit_multinomial (auto = newton-cg), full covariance "
+          "formed (res.cov) inside the timing; peak RSS of each fit")
+    print(f"{'N':>7} {'fit s':>8} {'us/row':>8} {'iter':>5} {'HVP':>4} {'H':>2} {'RSS MB':>7}")
     for n in ns:
         x, y = simulate(n, p, k)
-        res, t, peak = measure(lambda x=x, y=y: E.fit_multinomial(x, y))
+        reset_peak_rss()
+        res, t = timed(lambda x=x, y=y: (r := E.fit_multinomial(x, y), r.cov)[0])
         print(f"{n:7d} {t:8.2f} {t / n * 1e6:8.1f} {res.n_iter:5d} {res.n_hvp:4d} "
-              f"{res.n_fisher:2d} {peak:8.0f}", flush=True)
+              f"{res.n_fisher:2d} {peak_rss_mb():7.0f}", flush=True)
         del res, x, y
         gc.collect()
 

@@ -1049,6 +1049,11 @@ def _kron_precond(obj: MultinomialObjective, x_gram_inv: np.ndarray):
     return factory
 
 
+def _lazy_kron_precond(obj: MultinomialObjective, chunks):
+    """:func:`_kron_precond` with the Gram matrix computed only if Newton-CG asks for it."""
+    return lambda flat: _kron_precond(obj, _gram_inv(chunks))(flat)
+
+
 def gram_matrix(chunks) -> np.ndarray:
     """``X1' W X1`` of the design with its intercept (``W``: the frequency weights, if any)."""
     g = None
@@ -1478,9 +1483,7 @@ def fit_multinomial(
             raise ValueError(f"start has {start_m.size} values; expected (p+1)*(K-1) = {q * (k - 1)}.")
         start_m = start_m.reshape(q, k - 1, order="F")
     check_covariance_memory(obj.n_params, max_memory)
-    def factory(flat):  # only Newton-CG needs it: no Gram matrix for plain Newton
-        return _kron_precond(obj, _gram_inv(chunks))(flat)
-
+    factory = _lazy_kron_precond(obj, chunks)
     monitor = multinomial_monitor(obj, arr.shape[0]) if detect_separation else None
     beta, llf, grad, fisher, cov, conv, trace = _solve(
         obj, start_m.ravel(order="F"), method, tol, max_iter, cg_max_iter, factory, monitor,
