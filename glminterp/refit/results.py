@@ -387,8 +387,14 @@ class RefitResult:
         classes share the unit's weight" is the same in every parametrization); for per-output
         fits the unit's K coefficients with the covariance of :meth:`cov_params`. One test per
         unit is the recommended multiple-testing family (parametrization-invariant).
-        Columns: unit, statistic, df, p, p_holm, p_bh.
+        Columns: unit, statistic, df, p, p_holm, p_bh. Computed on first access, then cached
+        (a copy is returned).
         """
+        if "unit_tests" not in self._cache:
+            self._cache["unit_tests"] = self._unit_tests()
+        return self._cache["unit_tests"].copy()
+
+    def _unit_tests(self) -> pd.DataFrame:
         b = self._beta.ravel(order="F")
         q, k = len(self._terms), self._beta.shape[1]
         rows = []
@@ -451,7 +457,13 @@ class RefitResult:
 
         Returns a dict with test, statistic, df, p_value, reject (at ``alpha``) and
         interpretation; statistic and p_value are None where the test is not defined.
+        Computed on first access, then cached (a copy is returned).
         """
+        if "agreement" not in self._cache:
+            self._cache["agreement"] = self._agreement_test()
+        return dict(self._cache["agreement"])
+
+    def _agreement_test(self) -> dict:
         net = self._network_in("reference").ravel(order="F")
         if not np.isfinite(net).all():
             return {

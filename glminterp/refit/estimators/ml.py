@@ -60,6 +60,7 @@ class _Solved:
     overlap_by_lp: bool = False
     rejected: tuple[str, ...] = ()  # earlier attempts: "engine (start): reason"
     overlap_by: str = "lp"  # what proved overlap for a fit that was not clean: "lp" or "dual"
+    cov: np.ndarray | None = None  # res's covariance as an array (see _cov_array)
 
 
 def _engine_module(engine: str):
@@ -75,14 +76,14 @@ def choose_engine(engine: str, model) -> str:
     return engine
 
 
-def _judge(target: Target, model, res, info) -> acc.Verdict:
+def _judge(target: Target, model, res, info, factored: bool = False) -> acc.Verdict:
     if target.kind == "gaussian":
         ok = np.isfinite(np.asarray(res.params)).all()
         return acc.Verdict(bool(ok), bool(ok), "" if ok else "non-finite least squares",
                            {"closed_form": True})
     beta = np.asarray(res.params, dtype=np.float64)
     return acc.check_optimum(target.kind, model.x, target.y, beta, _llf(target, model, res),
-                             target.null_ll, info)
+                             target.null_ll, info, info_factored=factored)
 
 
 def _llf(target: Target, model, res) -> float:
@@ -108,14 +109,26 @@ def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -
             # statsmodels' and the engine's own convergence/overflow warnings are replaced by
             # the acceptance verdict (one truth about convergence).
             warnings.simplefilter("ignore")
-            res, info = _engine_module(engine).fit_target(model, target, ctx, start)
-            verdict = _judge(target, model, res, info)
-            np.asarray(res.cov_params())  # computed (and cached) inside the filter
+            module = _engine_module(engine)
+            res, info = module.fit_target(model, target, ctx, start)
+            verdict = _judge(target, model, res, info, getattr(module, "INFO_FACTORED", False))
+            cov = _cov_array(res)  # computed inside the filter
     except _FAILURES as e:
         return _Solved(None, acc.Verdict(False, False, f"{type(e).__name__}: {e}"), engine, used)
     log.info("fit %s done in %.2f s: %s", target.label, time.perf_counter() - t0,
              "clean optimum" if verdict.clean else verdict.reason or "acceptable")
-    return _Solved(res, verdict, engine, used)
+    return _Solved(res, verdict, engine, used, cov=cov)
+
+
+def _cov_array(res) -> np.ndarray:
+    """statsmodels' covariance of ``res`` as a float64 array, without its labelled wrapper.
+
+    ``res.cov_params()`` on a results *wrapper* builds a labelled DataFrame (at 2,313
+    parameters a 42 MB copy, ~0.2 s); the wrapped results object returns the same numbers as
+    an array.
+    """
+    inner = getattr(res, "_results", res)
+    return np.asarray(inner.cov_params(), dtype=np.float64)
 
 
 def _retry(target, model, ctx, first: _Solved, engine_choice: str) -> _Solved:
@@ -148,7 +161,7 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
     # the fit's probabilities may prove overlap (a dual bound on the LP) without the LP
     dual = {i for i in doubtful if solved[i].res is not None
             and model.certify_overlap(i, np.asarray(solved[i].res.params),
-                                      _model_cov(solved[i].res, ctx))}
+                                      _model_cov(solved[i], ctx))}
     checks = {i: model.separation_check(i, ctx.progress) for i in doubtful if i not in dual}
     separated = [i for i in doubtful if i in checks and checks[i].separated]
     if separated:
@@ -180,14 +193,11 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
     return out
 
 
-def _model_cov(res, ctx) -> np.ndarray | None:
+def _model_cov(solved: _Solved, ctx) -> np.ndarray | None:
     """The inverse information of a fit (polishes the dual bound), None for robust covariances."""
-    if ctx.cov_type != "nonrobust" or not hasattr(res, "cov_params"):
+    if ctx.cov_type != "nonrobust" or solved.cov is None:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cov = np.asarray(res.cov_params(), dtype=np.float64)
-    return cov if np.isfinite(cov).all() else None
+    return solved.cov if np.isfinite(solved.cov).all() else None
 
 
 class MaximumLikelihood:
@@ -237,7 +247,7 @@ class MaximumLikelihood:
         if model.family == "multinomial":
             res = solved[0].res
             beta = np.asarray(res.params, dtype=np.float64)
-            cov = np.asarray(res.cov_params(), dtype=np.float64)
+            cov = solved[0].cov if solved[0].cov is not None else _cov_array(res)
             results = res
         else:
             results = {t.key: s.res for t, s in zip(targets, solved)}
@@ -283,7 +293,7 @@ def _per_output_cov(model, ctx, fits: list) -> tuple[np.ndarray, str | None]:
     if ctx.cov_type == "nonrobust":
         cov = np.zeros((q * len(fits),) * 2)
         for j, r in enumerate(fits):
-            cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = np.asarray(r.cov_params())
+            cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = _cov_array(r)
         note = None
         if len(fits) > 1:
             note = ("cov_type='nonrobust' with per-output fits: cross-output covariance blocks "

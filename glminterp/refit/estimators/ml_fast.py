@@ -20,6 +20,10 @@ from glminterp.refit import likelihood as lk
 from glminterp.refit.estimators.ml import MaximumLikelihood, Target
 
 ENGINE = "fast"
+#: The engine returns a fit only after a successful Cholesky factorisation of the information
+#: it returns (``EngineResult.fisher``; :func:`glminterp.engine._finish`): the acceptance need
+#: not factor it again (``check_optimum(info_factored=True)``).
+INFO_FACTORED = True
 # Iterations after which a non-converged, saturated fit asks the separation LP.
 PROBE_ITER = 8
 log = logging.getLogger("glminterp.refit")
@@ -115,7 +119,8 @@ def decide_separation(model, ctx) -> None:
                        if target.kind == "multinomial"
                        else lk.loglik_binomial(model.x, target.y, beta))
                 verdict = acc.check_optimum(target.kind, model.x, target.y, beta, llf,
-                                            target.null_ll, er.fisher)
+                                            target.null_ll, er.fisher,
+                                            info_factored=INFO_FACTORED)
         except _FAILURES as e:
             log.info("separation (%s): the fit failed (%s): LP", target.label,
                      type(e).__name__)
