@@ -29,16 +29,41 @@ from glminterp import engine as E  # noqa: E402
 
 def simulate(n: int, p: int, k: int, seed: int = 0):
     """ReLU-like correlated units; labels from a known multinomial logit (not separated)."""
+    x, y, _ = population(n, p, k, seed)
+    return x, y
+
+
+def population(n: int, p: int, k: int, seed: int = 0, train_rows: int = 0):
+    """:func:`simulate`'s rows (the same draws) and what a network would know about them.
+
+    Returns ``(x, y, extra)``: ``extra["weight"]`` ``(k, p)`` and ``extra["bias"]`` ``(k,)``
+    are the true softmax weights (a head as a perfectly trained network would have it), and
+    with ``train_rows`` > 0 ``extra["train"]`` is ``(x, y)`` of that many further rows from
+    the same population (another generator: the first ``n`` rows do not change).
+    """
     rng = np.random.default_rng(seed)
     r = max(4, p // 8)
-    z = rng.standard_normal((n, r)) @ rng.standard_normal((r, p)) / np.sqrt(r)
-    x = np.maximum(z + 0.7 * rng.standard_normal((n, p)) + rng.normal(0, 0.5, p), 0.0)
+    z0 = rng.standard_normal((n, r))
+    mix = rng.standard_normal((r, p))
+    noise = rng.standard_normal((n, p))
+    offset = rng.normal(0, 0.5, p)
+    x = np.maximum(z0 @ mix / np.sqrt(r) + 0.7 * noise + offset, 0.0)
     w = rng.normal(0, 0.5 / np.sqrt(p), (p, k))
-    eta = x @ w + rng.normal(0, 0.3, k)
+    b = rng.normal(0, 0.3, k)
+    y = _labels(x @ w + b, rng)
+    extra = {"weight": w.T.copy(), "bias": b}
+    if train_rows:
+        g = np.random.default_rng([seed, 1])
+        xt = np.maximum(g.standard_normal((train_rows, r)) @ mix / np.sqrt(r)
+                        + 0.7 * g.standard_normal((train_rows, p)) + offset, 0.0)
+        extra["train"] = (xt, _labels(xt @ w + b, g))
+    return x, y, extra
+
+
+def _labels(eta: np.ndarray, rng) -> np.ndarray:
     prob = np.exp(eta - eta.max(axis=1, keepdims=True))
     prob /= prob.sum(axis=1, keepdims=True)
-    y = (prob.cumsum(axis=1) > rng.random((n, 1))).argmax(axis=1)
-    return x, y
+    return (prob.cumsum(axis=1) > rng.random((eta.shape[0], 1))).argmax(axis=1)
 
 
 def measure(fn):

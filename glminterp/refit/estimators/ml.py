@@ -100,10 +100,10 @@ def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -
     """Fit one target with one engine from one start; failures become a rejected verdict."""
     start, used = None, "null"
     t0 = time.perf_counter()
-    log.info("fit %s with %s (%s start): %d rows, %d parameters", target.label, engine,
-             start_kind, model.n_obs, model.n_params)
     if engine == "fast" and start_kind == "network":
         start, used = _engine_module("fast").warm_start(target, model.x)
+    log.info("fit %s with %s (%s start): %d rows, %d parameters", target.label, engine,
+             used, model.n_obs, model.n_params)
     try:
         with warnings.catch_warnings():
             # statsmodels' and the engine's own convergence/overflow warnings are replaced by

@@ -30,15 +30,32 @@ log = logging.getLogger("glminterp.refit")
 
 
 def warm_start(target: Target, x: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """The network's head as a start if finite and better than the intercept-only fit."""
+    """The network's head as a start if finite and better than the intercept-only fit.
+
+    Except where the engine runs Newton-CG (a multinomial above ``_AUTO_CG_MIN_PARAMS``
+    parameters): there the intercept-only start is kept. Its preconditioner
+    ``S^-1 (x) (X'X)^-1`` is the exact inverse information at that start (every row has the
+    class frequencies as probabilities), and measured (``benchmarks/separation_check.py``,
+    "warm start") the head's start saved no products: at N = 10,000, p = 256, K = 10 the
+    null start took 30 products, the true weights 31, half of them (a weight-decayed head)
+    38; at p = 128 a halved head spent its product budget and paid a second information
+    matrix. With full Newton (fewer parameters) the head saves iterations and is used.
+    """
     start = target.net_start
     if start is None or not np.isfinite(start).all():
+        return None, "null"
+    if target.kind == "multinomial" and _newton_cg(x.shape[0], *np.shape(start)):
         return None, "null"
     if target.kind == "multinomial":
         ll = lk.loglik_multinomial(x, target.y, start)
     else:
         ll = lk.loglik_binomial(x, target.y, start)
     return (start, "network") if np.isfinite(ll) and ll > target.null_ll else (None, "null")
+
+
+def _newton_cg(n_obs: int, n_terms: int, n_free_classes: int) -> bool:
+    """Whether the engine's default method resolves to Newton-CG for this multinomial."""
+    return eng.solver_plan("auto", n_obs, n_terms, n_free_classes + 1)["method"] == "newton-cg"
 
 
 def fit_target(model, target: Target, ctx, start=None):
@@ -53,19 +70,42 @@ def fit_target(model, target: Target, ctx, start=None):
     return er.to_statsmodels(model.features, target.y, model="glm", **kw), er.fisher
 
 
-def _fit_probing(fit, model, target: Target, ctx, start):
-    """The engine's fit, stopped after ``PROBE_ITER`` iterations on separated data.
+def _fit_probing(fit, model, target: Target, ctx, start, early: bool | None = None):
+    """The engine's fit, stopped early on separated data.
 
     A separated fit never converges: its coefficients grow until ``maxiter`` (at N=10,000,
-    p=256, K=10, minutes of Newton steps). A fit that has not converged after ``PROBE_ITER``
-    iterations with saturated fitted probabilities runs the separation LP (cached on the
-    model, a fraction of the iterations it saves); if the data are separated the fit stops
+    p=256, K=10, minutes of Newton steps). The first ``PROBE_ITER`` iterations watch for the
+    signature of separated data (``detect_separation``: the engine's
+    :class:`~glminterp.engine.DivergenceMonitor`, which stops Newton-CG after a handful of
+    matrix-free steps instead of paying exact Newton steps, one information matrix each);
+    when it shows, the separation LP decides (exact; cached on the model). Separated: the
+    fit raises the monitor's :class:`SeparationError` (``early``), which the caller records
+    as a failed fit and answers from the LP's check; overlapping after all: the fit runs
+    again from ``start``. A fit that has not converged after ``PROBE_ITER`` iterations with
+    saturated fitted probabilities also asks the LP; if the data are separated the fit stops
     there (the caller rejects it and raises or warns from the same check), else it continues
     from where it is.
+
+    ``early`` (default: ``ctx.on_separation == "raise"``): stop at the monitor's signal.
+    False where separated data must still return the fit's estimates (``"warn"``).
     """
+    from glminterp.refit.separation import SeparationError
+
     if ctx.maxiter <= PROBE_ITER:
         return fit(model.features, target.y, start=start, max_iter=ctx.maxiter)
-    er = fit(model.features, target.y, start=start, max_iter=PROBE_ITER)
+    early = ctx.on_separation == "raise" if early is None else early
+    try:
+        er = fit(model.features, target.y, start=start, max_iter=PROBE_ITER,
+                 detect_separation=early)
+    except SeparationError:
+        if model.separation_check(target.index, ctx.progress).separated:
+            log.info("fit %s stopped after at most %d iterations: they diverge as on "
+                     "separated data, and the LP confirms separation", target.label,
+                     PROBE_ITER)
+            raise
+        log.info("fit %s: the LP finds overlap after the divergence signal; fitting on",
+                 target.label)
+        return fit(model.features, target.y, start=start, max_iter=ctx.maxiter)
     if er.converged:
         return er
     if (_saturated(model.x, target, er.params)
@@ -113,7 +153,7 @@ def decide_separation(model, ctx) -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the verdict below is the one truth
-                er = _fit_probing(fit, model, target, ctx, start)
+                er = _fit_probing(fit, model, target, ctx, start, early=True)
                 beta = np.asarray(er.params, dtype=np.float64)
                 llf = (lk.loglik_multinomial(model.x, target.y, beta)
                        if target.kind == "multinomial"
