@@ -106,7 +106,7 @@ def _fit_probing(fit, model, target: Target, ctx, start, early: bool | None = No
         log.info("fit %s: the LP finds overlap after the divergence signal; fitting on",
                  target.label)
         return fit(model.features, target.y, start=start, max_iter=ctx.maxiter)
-    if er.converged:
+    if er.converged or _stalled_at_optimum(model, target, er):
         return er
     if (_saturated(model.x, target, er.params)
             and model.separation_check(target.index, ctx.progress).separated):
@@ -114,6 +114,30 @@ def _fit_probing(fit, model, target: Target, ctx, start, early: bool | None = No
                  er.n_iter)
         return er
     return fit(model.features, target.y, start=er.params, max_iter=ctx.maxiter - er.n_iter)
+
+
+def _stalled_at_optimum(model, target: Target, er) -> bool:
+    """The probe's fit is already an optimum by the acceptance's rule (vanishing score,
+    positive definite information) whose information is too ill-conditioned (condition above
+    ``acceptance.COND_MAX``) for the engine's step criterion: Newton steps along its
+    near-null directions are rounding noise, so more iterations (one information matrix each)
+    cannot converge. The caller accepts or rejects it as it would after ``maxiter``; the
+    condition is only known up to ``acceptance._EIG_MAX_DIM`` parameters."""
+    info = getattr(er, "fisher", None)
+    if info is None:
+        return False
+    beta = np.asarray(er.params, dtype=np.float64)
+    llf = (lk.loglik_multinomial(model.x, target.y, beta) if target.kind == "multinomial"
+           else lk.loglik_binomial(model.x, target.y, beta))
+    verdict = acc.check_optimum(target.kind, model.x, target.y, beta, llf, target.null_ll,
+                                info, info_factored=INFO_FACTORED)
+    cond = verdict.record.get("info_condition")
+    stalled = verdict.acceptable and cond is not None and cond > acc.COND_MAX
+    if stalled:
+        log.info("fit %s stopped after %d iterations: an optimum (vanishing score) whose "
+                 "information has condition %.3g, beyond the step criterion's reach",
+                 target.label, er.n_iter, cond)
+    return stalled
 
 
 def _saturated(x: np.ndarray, target: Target, beta: np.ndarray) -> bool:
