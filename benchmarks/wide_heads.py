@@ -1,6 +1,6 @@
 """Wide heads and many classes: the engine at the floor, matrix-free inference, bounded memory.
 
-    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--sm-max-p 256]
+    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--sm-max-p 256] [--cpu-time]
                                                 # N=10k, K=10 full covariance
     python benchmarks/wide_heads.py rows  [--n 10000 50000 200000]  # p=256: HVPs, time per row
     python benchmarks/wide_heads.py k100  [--n 20000 --p 256]  # contrasts + class subset
@@ -8,8 +8,9 @@
     python benchmarks/wide_heads.py workers                     # Dask worker start-up
 
 Every section times the public call a user makes (checks included) and prints ratios measured
-in the same run, with peak resident memory (``ru_maxrss`` of this process) and the peak traced
-by ``tracemalloc`` for the call. One BLAS thread. Run one section at a time.
+in the same run, with peak resident memory (section full: the peak RSS of each fit, ``VmHWM``
+reset before it; elsewhere ``ru_maxrss`` of this process) and the peak traced by
+``tracemalloc`` for the call. One BLAS thread. Run one section at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS count (Linux: ``VmHWM``), so each size reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:  # pragma: no cover - not Linux: ru_maxrss, the process-wide peak
+        pass
+
+
+def peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # pragma: no cover
+        pass
+    return rss_mb()
+
+
 _clock = time.perf_counter  # section full switches to CPU time (see --cpu-time)
 
 
@@ -54,18 +75,29 @@ def measure(fn):
     return out, sec, peak
 
 
-def floor_seconds(x, y, res) -> tuple[float, float, float]:
-    """One Fisher build + one Cholesky (+ the inverse) at the optimum, timed here.
+def timed(fn):
+    """(result, seconds) of one call, no tracing (tracemalloc slows the Python-level work and
+    does not see the engine's mmap-backed matrices; memory is the peak RSS instead)."""
+    gc.collect()
+    t0 = _clock()
+    out = fn()
+    return out, _clock() - t0
 
-    The Cholesky and the inverse overwrite their input (the cheapest way there is; the fit
-    keeps its information matrix, so it factors a copy).
+
+def floor_seconds(x, y, params) -> tuple[float, float, float]:
+    """One information build + one Cholesky (+ the full inverse) at ``params``, timed here.
+
+    The build is the fit's own (``MultinomialObjective.fisher``, fresh matrix); the Cholesky
+    and the inverse (LAPACK potri, what a covariance costs from the factor) overwrite their
+    input: the cheapest way there is.
     """
     codes, _ = E.encode_classes(y)
-    q, k = x.shape[1] + 1, len(res.classes)
-    obj = E.MultinomialObjective(E.array_chunks(x, codes, None, E._auto_chunk(None, q * (k - 1))),
-                                 q, k)
-    flat = res.params.ravel(order="F")
+    q, j = params.shape
+    obj = E.MultinomialObjective(E.array_chunks(x, codes, None, E._auto_chunk(None, q * j)),
+                                 q, j + 1)
+    flat = params.ravel(order="F")
     obj.value_grad(flat)
+    gc.collect()
     t0 = _clock()
     f = obj.fisher(flat)
     t_f = _clock() - t0
@@ -77,6 +109,23 @@ def floor_seconds(x, y, res) -> tuple[float, float, float]:
     t_i = _clock() - t0
     del f, c
     return t_f, t_c, t_i
+
+
+def stacked_seconds(x, params) -> float:
+    """The information by the earlier build (one syrk on the stacked design per chunk, the
+    build the issue's floor was first measured with): a reference, not used by the fit."""
+    q, j = params.shape
+    cs = E._auto_chunk(None, q * j)
+    probs = [E.multinomial_probs(x[i : i + cs], params)[0] for i in range(0, len(x), cs)]
+    gc.collect()
+    t0 = _clock()
+    out = E.dense_matrix(q * j)
+    for i, pr in zip(range(0, len(x), cs), probs):
+        E._fisher_stacked(x[i : i + cs], pr, out)
+    E.symmetrize_upper(out)
+    sec = _clock() - t0
+    del out
+    return sec
 
 
 def refined_se_rel(res, m=20, seed=0) -> float:
@@ -95,50 +144,82 @@ def refined_se_rel(res, m=20, seed=0) -> float:
     return float(np.max(np.abs(se / se_ref - 1)))
 
 
-def section_full(ps, n=10_000, k=10, sm_max_p=256, repeat=2) -> None:
+def _se_checks(res, x, y, p, sm_max_p, dense_max_p):
+    """(reference name, max relative SE difference, statsmodels seconds or None)."""
     import statsmodels.api as sm
 
-    print(f"full covariance, N={n}, K={k}; floor = one Fisher build + one Cholesky; "
-          "floor+inv adds the inverse the covariance needs")
-    print(f"{'p':>5} {'params':>7} {'fit s':>8} {'F s':>7} {'C s':>6} {'inv s':>6} "
-          f"{'fit/floor':>9} {'fit/(floor+inv)':>15} {'to_sm s':>8} {'HVP':>4} {'H':>2} "
-          f"{'SE vs':>6} {'SE rel':>8} {'refine':>8} {'sm/fit':>7} {'peak MB':>8} {'RSS MB':>7}",
-          flush=True)
+    if p <= sm_max_p:  # statsmodels' (K-1)^2-block Hessian every iteration: slow above
+        own, t_own = timed(lambda: sm.MNLogit(y, sm.add_constant(x)).fit(
+            method="newton", disp=0, maxiter=35))
+        return "sm", float(np.max(np.abs(res.bse - own.bse) / own.bse)), t_own
+    if p <= dense_max_p:  # the dense inverse of the information by another route (getri)
+        dense = np.linalg.inv(res.fisher)
+        se = np.sqrt(np.diag(dense)).reshape(res.params.shape, order="F")
+        del dense
+        return "getri", float(np.max(np.abs(res.bse - se) / se)), None
+    return "-", float("nan"), None
+
+
+def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2,
+                 stacked=True) -> None:
+    print(f"full covariance, N={n}, K={k}; floor = one information build F + one Cholesky C "
+          "(in place); inv = the full inverse from the factor (potri, 2C by flops)")
+    print("  fit: fit_multinomial returns with SEs ready (one triangular inverse of the factor);"
+          " cov: the full covariance formed on first access (res.cov), once")
+    print("  ideal: the floor's own pieces, (F+C+inv/2)/floor for SEs, (F+C+inv)/floor for cov")
+    print("  F0: the earlier stacked-syrk build (reference only); /floor0 = over F0 + C")
+    print(f"{'p':>5} {'params':>6} {'fit':>7} {'cov':>6} {'F':>7} {'C':>6} {'inv':>6} "
+          f"{'fit/floor':>9} {'(fit+cov)/floor':>15} {'ideal':>10} {'F0':>7} "
+          f"{'(fit+cov)/floor0':>16} {'to_sm':>6} {'HVP':>4} "
+          f"{'H':>2} {'SE vs':>5} {'SE rel':>8} {'SE=diag':>8} {'refine':>8} {'sm/fit':>7} "
+          f"{'sm/(fit+cov)':>12} {'RSS MB':>7}", flush=True)
     for p in ps:
         x, y = simulate(n, p, k)
         # fit and floor alternate, best of `repeat` each: the machine is shared, ratios of
-        # single runs swing with other processes
-        t_fit = t_f = t_c = t_i = np.inf
-        for _ in range(repeat if p <= 1024 else 1):
-            res, t, peak = measure(lambda x=x, y=y: E.fit_multinomial(x, y))
-            t_fit = min(t_fit, t)
+        # single runs swing with other processes. The checks run on the last fit, before its
+        # floor, so that at most two m x m matrices (+ the checks' own) are alive at a time.
+        t_fit = t_cov = t_f = t_c = t_i = np.inf
+        reps, rss = (repeat if p <= 1024 else 1), 0.0
+        for r in range(reps):
+            reset_peak_rss()
+            res, t = timed(lambda x=x, y=y: E.fit_multinomial(x, y))
+            _, tc = timed(lambda res=res: res.cov)
+            rss = max(rss, peak_rss_mb())
+            t_fit, t_cov = min(t_fit, t), min(t_cov, tc)
+            params = res.params.copy()
+            if r + 1 == reps:
+                row = _checks(res, x, y, p, sm_max_p, dense_max_p)
+            del res
             t_f, t_c, t_i = (min(a, b) for a, b in zip((t_f, t_c, t_i),
-                                                       floor_seconds(x, y, res)))
-        t_sm_out = float("nan")
-        if p <= 1024:
-            out, t_sm_out, _ = measure(lambda r=res, x=x, y=y: r.to_statsmodels(x, y))
-            del out
-        se_rel, sm_ratio, vs = float("nan"), "skip", "-"
-        if p <= sm_max_p:  # statsmodels' (K-1)^2-block Hessian: minutes per iteration above
-            own, t_own, _ = measure(lambda x=x, y=y: sm.MNLogit(y, sm.add_constant(x)).fit(
-                method="newton", disp=0, maxiter=35))
-            se_rel = float(np.max(np.abs(res.bse - own.bse) / own.bse))
-            sm_ratio, vs = f"{t_own / t_fit:.1f}", "sm"
-            del own
-        elif p <= 1024:  # the dense inverse of the information by another route (LAPACK getri)
-            dense = np.linalg.inv(res.fisher)
-            se = np.sqrt(np.diag(dense)).reshape(res.params.shape, order="F")
-            se_rel, vs = float(np.max(np.abs(res.bse - se) / se)), "getri"
-            del dense
-        refine = refined_se_rel(res)
+                                                       floor_seconds(x, y, params)))
         floor = t_f + t_c
-        print(f"{p:5d} {res.cov.shape[0]:7d} {t_fit:8.2f} {t_f:7.2f} {t_c:6.2f} {t_i:6.2f} "
-              f"{t_fit / floor:9.2f} {t_fit / (floor + t_i):15.2f} {t_sm_out:8.2f} "
-              f"{res.n_hvp:4d} {res.n_fisher:2d} {vs:>6} {se_rel:8.1e} {refine:8.1e} "
-              f"{sm_ratio:>7} {peak:8.0f} {rss_mb():7.0f}", flush=True)
-        print(f"      plan: {res.plan}", flush=True)
-        del res, x, y
+        ideal = f"{(floor + t_i / 2) / floor:.2f}/{(floor + t_i) / floor:.2f}"
+        t_f0 = stacked_seconds(x, params) if stacked else float("nan")
+        t_own = row["t_sm"]
+        sm_r = "skip" if t_own is None else f"{t_own / t_fit:.1f}"
+        sm_rc = "skip" if t_own is None else f"{t_own / (t_fit + t_cov):.1f}"
+        print(f"{p:5d} {params.size:6d} {t_fit:7.2f} {t_cov:6.2f} {t_f:7.2f} {t_c:6.2f} "
+              f"{t_i:6.2f} {t_fit / floor:9.2f} {(t_fit + t_cov) / floor:15.2f} {ideal:>10} "
+              f"{t_f0:7.2f} {(t_fit + t_cov) / (t_f0 + t_c):16.2f} {row['t_to_sm']:6.2f} {row['hvp']:4d} {row['n_fisher']:2d} {row['vs']:>5} "
+              f"{row['se_rel']:8.1e} {row['se_diag']:8.1e} {row['refine']:8.1e} {sm_r:>7} "
+              f"{sm_rc:>12} {rss:7.0f}", flush=True)
+        print(f"      plan: {row['plan']}", flush=True)
+        del x, y
         gc.collect()
+
+
+def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
+    """SE agreement (statsmodels / getri), the SEs against the formed covariance's diagonal,
+    one refinement step, and the hand-over to statsmodels."""
+    t_sm_out = float("nan")
+    if p <= 1024:
+        out, t_sm_out = timed(lambda: res.to_statsmodels(x, y))
+        del out
+    vs, se_rel, t_own = _se_checks(res, x, y, p, sm_max_p, dense_max_p)
+    se_diag = float(np.max(np.abs(res.bse.ravel(order="F") / np.sqrt(np.diag(res.cov)) - 1)))
+    return {"t_to_sm": t_sm_out, "vs": vs, "se_rel": se_rel, "t_sm": t_own,
+            "se_diag": se_diag, "refine": refined_se_rel(res), "hvp": res.n_hvp,
+            "n_fisher": res.n_fisher, "plan": res.plan}
 
 
 def section_rows(ns, p=256, k=10) -> None:
@@ -256,13 +337,18 @@ def main(argv=None) -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of N fits/floors (p <= 1024)")
     ap.add_argument("--sm-max-p", type=int, default=256,
                     help="largest p at which statsmodels MNLogit is also fitted (full)")
+    ap.add_argument("--no-stacked", action="store_true",
+                    help="skip the reference timing of the earlier stacked build (full)")
+    ap.add_argument("--dense-max-p", type=int, default=1024,
+                    help="largest p whose SEs are also checked against np.linalg.inv (full)")
     args = ap.parse_args(argv)
     global _clock
     if args.cpu_time:
         _clock = time.process_time
     if args.section == "full":
         print(f"times: {'CPU' if args.cpu_time else 'wall'} seconds")
-        section_full(args.p, sm_max_p=args.sm_max_p, repeat=args.repeat)
+        section_full(args.p, sm_max_p=args.sm_max_p, dense_max_p=args.dense_max_p,
+                     repeat=args.repeat, stacked=not args.no_stacked)
     elif args.section == "rows":
         section_rows(args.n or [10_000, 50_000, 200_000])
     elif args.section == "k100":
