@@ -12,12 +12,14 @@ machine may be shared); ratios come from this one run. Rows:
    call the separation check is the acceptance of the fit at a clean optimum (no LP runs, the
    diagnostics say ``method="fit"``): its time (``acceptance.check_optimum``, summed) as a
    fraction of the public call (goal: <= 0.2). Where the public call's time goes (the model
-   build, the engine's information matrix / Cholesky / inverse / Newton-CG, the hand-over to
-   statsmodels, the acceptance) and what the first access of the tables a user reads costs
-   (``summary``, ``unit_tests``, ``agreement_test``: computed on first access, then cached)
-   are printed beside it. The script also times the Konis LP forced on the same model
-   (``OutputLayerGLM.separation_check``): what the check would cost if the fit were not
-   clean (with ``--small``, or ``--forced-lp`` at full size, where it takes minutes).
+   build, the engine's information matrix / Cholesky / triangular inverse / Newton-CG, the
+   hand-over to statsmodels, the acceptance) and what the first access of what a user reads
+   costs (``summary``, ``unit_tests``, ``agreement_test``, ``cov_params()``, ``results``:
+   computed on first access, then cached; the full covariance and statsmodels' results
+   object are formed on the first access that needs them) are printed beside it. The script
+   also times the Konis LP forced on the same model (``OutputLayerGLM.separation_check``):
+   what the check would cost if the fit were not clean (with ``--small``, or ``--forced-lp``
+   at full size, where it takes minutes).
 2. Warm start: the same data with the network's head set to the true weights, to half of
    them (a weight-decayed head) and to the MLE on as many independent training rows: the
    start the public call chooses, and the engine's Newton-CG from each start (products,
@@ -71,13 +73,22 @@ BREAKDOWN = {
     "model build (design checks, QR)": (OutputLayerGLM, "from_activations"),
     "engine fit (all of it)": (eng, "fit_multinomial"),
     "  information matrix": (eng.MultinomialObjective, "fisher"),
-    "  Cholesky": (eng, "_cholesky"),
-    "  inverse": (eng, "inverse_from_cholesky"),
+    "  Cholesky": (eng, "cholesky_into"),
+    "  triangular inverse (SEs)": (eng.CholeskyCovariance, "__init__"),
     "  Fisher-vector products": (eng.MultinomialObjective, "hvp"),
     "hand-over to statsmodels": (eng.EngineResult, "to_statsmodels"),
+    "  full covariance (lauum; in the hand-over)": (eng.CholeskyCovariance, "matrix"),
     "acceptance (the separation check)": (acceptance, "check_optimum"),
 }
-FIRST_ACCESS = ("summary", "unit_tests", "agreement_test")
+#: What a user reads after the call, timed on first access in this order (each is computed
+#: on first use and cached; the later ones may find the full covariance formed already).
+FIRST_ACCESS = {
+    "summary": lambda r: r.summary,
+    "unit_tests": lambda r: r.unit_tests,
+    "agreement_test": lambda r: r.agreement_test,
+    "cov_params()": lambda r: r.cov_params(),
+    "results (statsmodels)": lambda r: r.results,
+}
 
 
 def make_acts(x: np.ndarray, y: np.ndarray, k: int, weight=None, bias=None) -> Activations:
@@ -163,8 +174,8 @@ def overlapping(x, y, k, skip_statsmodels: bool, forced_lp: bool) -> float:
         with CpuTimes(BREAKDOWN) as parts:
             res, t = timed(lambda: _public(acts))
         first = {}
-        for name in FIRST_ACCESS:
-            _, first[name] = timed(lambda name=name, r=res: getattr(r, name))
+        for name, read in FIRST_ACCESS.items():
+            _, first[name] = timed(lambda read=read, r=res: read(r))
         runs.append((t, parts.seconds, first))
     t_pub, parts, first = min(runs, key=lambda r: r[0])
     acc_s = parts["acceptance (the separation check)"]
@@ -176,13 +187,13 @@ def overlapping(x, y, k, skip_statsmodels: bool, forced_lp: bool) -> float:
           f"{acc_s:.3f} s) / public call: {acc_s / t_pub:.3f}  (goal <= 0.2)")
     print("  where the public call's time goes (CPU s, share of the call):")
     for label, sec in parts.items():
-        print(f"    {label:36s} " + ("n/a" if sec is None else f"{sec:6.2f}  {sec / t_pub:5.1%}"))
+        print(f"    {label:44s} " + ("n/a" if sec is None else f"{sec:6.2f}  {sec / t_pub:5.1%}"))
     known = sum(parts[lb] or 0.0 for lb in BREAKDOWN if not lb.startswith(" "))
-    print(f"    {'rest (options, results, warnings)':36s} {t_pub - known:6.2f}  "
+    print(f"    {'rest (options, results, warnings)':44s} {t_pub - known:6.2f}  "
           f"{(t_pub - known) / t_pub:5.1%}")
-    print("  first access of the tables a user reads (computed then, cached after): "
+    print("  first access of what a user reads (computed then, cached after): "
           + ", ".join(f"{n} {s:.3f} s" for n, s in first.items())
-          + f"; call + these: {t_pub + sum(first.values()):.2f} s")
+          + f"; call + all of these: {t_pub + sum(first.values()):.2f} s")
     if not skip_statsmodels:
         sm_res, t_sm = timed(lambda: sm.MNLogit(y, sm.add_constant(x)).fit(
             method="newton", disp=0, maxiter=35))

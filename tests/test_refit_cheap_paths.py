@@ -156,3 +156,33 @@ def test_training_rows_are_found_in_any_split_dtype(dtype):
     assert dg.train_overlap(ids[1:], obs) == ["s2", "s5"]
     assert dg.train_overlap(ids, obs, train_ids=["s1"]) == ["s0", "s1", "s2", "s5"]
     assert dg.train_overlap(ids, pd.DataFrame({"split": ["refit"] * 6}, index=ids)) == []
+
+
+def test_the_hand_over_to_statsmodels_is_deferred_with_the_same_numbers():
+    from glminterp.refit.estimators.base import Deferred
+    from glminterp.refit.parametrize import sum_to_zero_cov
+
+    rng = np.random.default_rng(12)
+    x = np.maximum(rng.standard_normal((1200, 30)) + 0.2, 0.0)
+    y = rng.integers(0, 8, 1200)  # 31 x 7 = 217 parameters: the fast engine under "auto"
+    res = gi.refit_output_layer(make_acts(x, y), progress=False)
+    assert res.engine == "fast"
+    fit = res._fit
+    assert isinstance(fit.cov, Deferred) and isinstance(fit.results, Deferred)
+    table = res.coefficients  # the table a user reads first: no full covariance, no results
+    assert not fit.cov._done and not fit.results._done
+    er = eng.fit_multinomial(x, y)
+    own = er.to_statsmodels(x, y)  # the eager hand-over, as before
+    np.testing.assert_array_equal(table["coef"], np.asarray(own.params).ravel(order="F"))
+    np.testing.assert_allclose(table["se"], np.asarray(own.bse).ravel(order="F"), rtol=1e-12)
+    cov = res.cov_params().to_numpy()
+    np.testing.assert_array_equal(cov, np.asarray(own.cov_params()))
+    np.testing.assert_allclose(table["se"], np.sqrt(np.diag(cov)), rtol=1e-12)
+    sm_res = res.results  # statsmodels' own results object, built now
+    assert type(sm_res) is type(own) and res.results is sm_res  # MultinomialResultsWrapper
+    np.testing.assert_array_equal(np.asarray(sm_res.params), np.asarray(own.params))
+    np.testing.assert_array_equal(np.asarray(sm_res.bse), np.asarray(own.bse))
+    assert sm_res.llf == pytest.approx(own.llf, rel=1e-14)
+    stz = res.coefficient_table("sum_to_zero")  # SEs from the full covariance, as before
+    ref = np.sqrt(np.diag(sum_to_zero_cov(cov, 8, 31)))
+    np.testing.assert_allclose(stz["se"], ref, rtol=1e-12)

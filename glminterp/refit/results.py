@@ -77,7 +77,6 @@ class RefitResult:
         self._head = model.head
         self._terms = tuple(model.terms)
         self._beta = fit.beta  # reference (multinomial) or per-output, (q, K')
-        self._cov = fit.cov
         self._network = model.network  # folded (q, K) in the network's own parametrization
         self._x, self._y = model.x, model.y
         self._alpha = float(alpha)
@@ -90,6 +89,11 @@ class RefitResult:
         self._remedy = remedy
         self._all_classes = model.all_classes
         self._cache: dict = {}
+
+    @property
+    def _cov(self) -> np.ndarray:
+        """The full covariance (reference / per-output layout), formed on first use."""
+        return self._fit.covariance()
 
     # ------------------------------------------------------------ simple properties
     @property
@@ -160,9 +164,11 @@ class RefitResult:
         objects (:class:`~glminterp.refit.firth.FirthResult`,
         :class:`~glminterp.refit.mnbr.MultinomialBRResult`,
         :class:`~glminterp.refit.penalized.RidgeResult`,
-        :class:`~glminterp.refit.penalized.PCAResult`), one or a dict per output.
+        :class:`~glminterp.refit.penalized.PCAResult`), one or a dict per output. Built on
+        first access where the fit deferred them (the fast engine's multinomial optimum is
+        handed to statsmodels then).
         """
-        return self._fit.results
+        return self._fit.result_objects()
 
     @property
     def remedy(self) -> str | None:
@@ -348,7 +354,10 @@ class RefitResult:
         return df.copy()
 
     def _se_in(self, parametrization: str | None) -> np.ndarray:
-        """Hook: standard errors in the table's order (base: the covariance's diagonal)."""
+        """Hook: standard errors in the table's order (base: the covariance's diagonal, or
+        the fit's own SEs in its own layout, which need no full covariance)."""
+        if self._fit.se is not None and self._own(parametrization) != "sum_to_zero":
+            return np.asarray(self._fit.se, dtype=np.float64)
         return np.sqrt(np.clip(np.diag(self._cov_in(parametrization)), 0, None))
 
     def _cov_sub(self, sel: np.ndarray) -> np.ndarray:
@@ -728,7 +737,7 @@ class MultinomialBRRefitResult(RefitResult):
             how = ("Wald test (the Fisher information at the network's head is singular, so "
                    "the penalized likelihood there is not defined)")
         else:
-            stat = max(0.0, 2.0 * (self._fit.results.pll - pll_net))
+            stat = max(0.0, 2.0 * (self._fit.result_objects().pll - pll_net))
             pval = float(stats.chi2.sf(stat, df))
             test = "penalized likelihood ratio (multinomial bias reduction)"
             how = "penalized likelihood-ratio test (Jeffreys-prior penalized softmax likelihood)"

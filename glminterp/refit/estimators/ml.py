@@ -31,7 +31,7 @@ from glminterp import engine as eng
 from glminterp.refit import acceptance as acc
 from glminterp.refit import likelihood as lk
 from glminterp.refit.errors import FitError
-from glminterp.refit.estimators.base import EstimatorFit, FitContext
+from glminterp.refit.estimators.base import Deferred, EstimatorFit, FitContext
 from glminterp.refit.options import AUTO_ENGINE_MIN_PARAMS
 
 log = logging.getLogger("glminterp.refit")
@@ -112,7 +112,8 @@ def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -
             module = _engine_module(engine)
             res, info = module.fit_target(model, target, ctx, start)
             verdict = _judge(target, model, res, info, getattr(module, "INFO_FACTORED", False))
-            cov = _cov_array(res)  # computed inside the filter
+            # computed inside the filter (statsmodels may warn); a deferred hand-over later
+            cov = None if hasattr(res, "materialize") else _cov_array(res)
     except _FAILURES as e:
         return _Solved(None, acc.Verdict(False, False, f"{type(e).__name__}: {e}"), engine, used)
     log.info("fit %s done in %.2f s: %s", target.label, time.perf_counter() - t0,
@@ -130,6 +131,8 @@ def _cov_array(res) -> np.ndarray:
     ``cov_params_default``, or ``normalized_cov_params`` itself where the scale is 1 (the
     logit families; ``x * 1.0`` is ``x`` bit for bit).
     """
+    if hasattr(res, "cov_array"):  # a deferred hand-over (ml_fast.DeferredMNLogit)
+        return np.asarray(res.cov_array(), dtype=np.float64)
     inner = getattr(res, "_results", res)
     if hasattr(inner, "cov_params_default"):
         return np.asarray(inner.cov_params_default, dtype=np.float64)
@@ -203,9 +206,10 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
 
 def _model_cov(solved: _Solved, ctx) -> np.ndarray | None:
     """The inverse information of a fit (polishes the dual bound), None for robust covariances."""
-    if ctx.cov_type != "nonrobust" or solved.cov is None:
+    if ctx.cov_type != "nonrobust" or solved.res is None:
         return None
-    return solved.cov if np.isfinite(solved.cov).all() else None
+    cov = solved.cov if solved.cov is not None else _cov_array(solved.res)
+    return cov if np.isfinite(cov).all() else None
 
 
 class MaximumLikelihood:
@@ -252,11 +256,15 @@ class MaximumLikelihood:
         starts = {s.start for s in solved}
         start = starts.pop() if len(starts) == 1 else "mixed"
         stats = [_stats(model, t, s, c) for t, s, c in zip(targets, solved, crits)]
+        se = None
         if model.family == "multinomial":
             res = solved[0].res
             beta = np.asarray(res.params, dtype=np.float64)
-            cov = solved[0].cov if solved[0].cov is not None else _cov_array(res)
-            results = res
+            if hasattr(res, "materialize"):  # the fast engine's optimum, handed over on use
+                cov, results, se = Deferred(res.cov_array), Deferred(res.materialize), res.bse_flat
+            else:
+                cov = solved[0].cov if solved[0].cov is not None else _cov_array(res)
+                results = res
         else:
             results = {t.key: s.res for t, s in zip(targets, solved)}
             beta = np.column_stack([np.asarray(s.res.params, dtype=np.float64) for s in solved])
@@ -269,7 +277,7 @@ class MaximumLikelihood:
             engine=engine, converged=accepted,
             criterion=crits[0] if len(set(crits)) == 1 else "; ".join(
                 f"{t.label}: {c}" for t, c in zip(targets, crits)),
-            start=start, notes=notes, warnings=warned,
+            start=start, notes=notes, warnings=warned, se=se,
         )
 
 

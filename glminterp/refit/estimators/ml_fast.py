@@ -8,6 +8,7 @@ HC0 and cluster) and tests are statsmodels' own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -59,15 +60,59 @@ def _newton_cg(n_obs: int, n_terms: int, n_free_classes: int) -> bool:
 
 
 def fit_target(model, target: Target, ctx, start=None):
-    """statsmodels results at the engine's optimum, and the engine's information matrix."""
+    """statsmodels results at the engine's optimum, and the engine's information matrix.
+
+    The multinomial with the model-based covariance returns a :class:`DeferredMNLogit`
+    (statsmodels' results built on first use); robust covariances and the binomial are
+    statsmodels' results at once (its sandwich is computed when it fits).
+    """
     kw = {"cov_type": ctx.cov_type, "cov_kwds": ctx.cov_kwds}
     fit = eng.fit_multinomial if target.kind == "multinomial" else eng.fit_binomial
     er = _fit_probing(fit, model, target, ctx, start)
+    if target.kind == "multinomial" and ctx.cov_type == "nonrobust":
+        return DeferredMNLogit(er, model.features, target.y), er.fisher
     if target.kind == "multinomial":
         # the design's rank was checked when the model was built (diagnostics.rank_report):
         # statsmodels' own check would repeat a QR of the whole design
         return er.to_statsmodels(model.features, target.y, check_rank=False, **kw), er.fisher
     return er.to_statsmodels(model.features, target.y, model="glm", **kw), er.fisher
+
+
+class DeferredMNLogit:
+    """The engine's multinomial optimum (model-based covariance), handed to statsmodels on use.
+
+    The coefficients and standard errors a user reads first need neither statsmodels'
+    results object nor the full covariance: ``params`` and ``bse`` are the engine's
+    (``EngineResult.bse``: the variances from its triangular inverse). :meth:`cov_array`
+    forms the full inverse information once, and :meth:`materialize` builds statsmodels'
+    ``MNLogitResults`` at the optimum (``EngineResult.to_statsmodels``, no Newton step, this
+    covariance), both on first call. The information matrix itself is not kept (a
+    model-based MNLogit hand-over does not read it): the results hold one ``m x m`` matrix,
+    as statsmodels' own results would.
+    """
+
+    def __init__(self, er, features, y):
+        self._er = dataclasses.replace(er, fisher=np.zeros((1, 1)))
+        self._features, self._y = features, y
+        self._sm = None
+        self.params = np.asarray(er.params)
+
+    @property
+    def bse_flat(self) -> np.ndarray:
+        """Standard errors of ``params.ravel(order="F")``."""
+        return np.asarray(self._er.bse).ravel(order="F")
+
+    def cov_array(self) -> np.ndarray:
+        """The inverse information (formed on the first call, read-only)."""
+        return self._er.cov
+
+    def materialize(self):
+        """statsmodels' ``MNLogitResults`` at this optimum (built once)."""
+        if self._sm is None:
+            # the design's rank was checked when the model was built
+            # (diagnostics.rank_report): statsmodels' own check would repeat a QR of it
+            self._sm = self._er.to_statsmodels(self._features, self._y, check_rank=False)
+        return self._sm
 
 
 def _fit_probing(fit, model, target: Target, ctx, start, early: bool | None = None):
