@@ -4,6 +4,7 @@
     python benchmarks/bias_reduction.py --small    # N=2,000, p=32, K=5 (seconds)
     python benchmarks/bias_reduction.py --coverage # Wald CI coverage, nearly separated regime
     python benchmarks/bias_reduction.py --public [--small] [--lp]  # the user's call
+    python benchmarks/bias_reduction.py --parts    # CPU seconds of one evaluation's pieces
 
 Timing: ``glminterp.refit.mnbr.fit_multinomial_br`` (the public fit, all input checks) vs
 ``glminterp.engine.fit_multinomial`` on the same overlapping data (the MLE exists), both cold
@@ -13,18 +14,22 @@ same data, every check included (both prove overlap from a clean maximum-likelih
 skip the separation LP; the bias reduction then starts from that MLE); ``--lp`` also times the
 LP on its own (minutes at the full size on the LP of this version).
 
-Measured (2 shared cores, load 4-17 from other jobs, one run each; ratios within a run):
-``--public`` at N=10,000, p=256, K=10: MLE refit 36.38 s, ``remedy="firth"`` 96.30 s (7
-bias-reduction evaluations from the MLE start, whose Fisher information is reused; overlap
-proved by the clean MLE, no LP): 2.65x. An earlier run at load ~4 gave 6.28 s vs 79.69 s
-(8 evaluations, before the reuse): 12.7x, and the previous version's quiet-machine figure was
-4.29x; one evaluation (information matrix, Cholesky inverse, hat values: ~6 s single-threaded)
-costs about as much as the whole MLE fit, so the ratio is about 1 + 7 x (evaluation / MLE fit)
-and the goal <= 3 is not reliably met. ``--public --small``: 0.24 s vs 0.32 s (1.31x).
-``--public --small --separated`` (bias reduction on completely separated data of the same
-size, the MLE refit timed on the overlapping data): 0.30 s vs 3.64 s (11.9x; 72 Fisher-metric
-iterations, 2.70 s, plus the failed MLE attempt and the separation LP). Coverage: see
-:func:`coverage`.
+Measured (2 shared cores, load 7-10 from other jobs, CPU seconds with one BLAS thread, ratios
+within one run): ``--public`` at N=10,000, p=256, K=10: MLE refit 3.77 s, ``remedy="firth"``
+16.37 s: 4.34x; a second run 4.36 s vs 18.00 s: 4.13x (7 iterations, 8 evaluations: the first
+from the MLE's own information and covariance, 6 in float32, the last in float64; overlap
+proved by the clean MLE, no LP). Before float32 evaluations and the covariance reuse (same
+session, load ~1): 3.19 s vs 29.70 s, 9.3x. ``--parts`` (one evaluation at the MLE): float64
+information 1.84, Cholesky 0.14, inverse 0.24, hat values 1.25 (3.46 s); float32 information
+0.75, Cholesky 0.10, R^-1 0.08, hat values 0.84 (1.76 s). The goal <= 3 is not met: the
+Fisher-metric map's Jacobian ``I^-1 dA/db`` has eigenvalues spread over about [-0.15, 0.15]
+here (computed exactly at N=2,000, p=51, K=10, the same parameters / rows), so any
+secant/Krylov acceleration needs about 6 evaluations to go from the first step (5e-2) to
+``tol = 1e-8``, and one float32 evaluation still costs about half the MLE refit.
+``--public --small``: 0.08 s vs 0.11 s (1.38x). ``--public --small --separated`` (bias
+reduction on completely separated data of the same size, the MLE refit timed on the
+overlapping data): 0.10 s vs 1.33 s (12.8x; 72 Fisher-metric iterations, plus the failed MLE
+attempt and the separation LP). Coverage: see :func:`coverage`.
 """
 
 from __future__ import annotations
@@ -112,31 +117,72 @@ def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
     print(f"N={n}, p={p}, K={k}: {(p + 1) * (k - 1)} parameters (public calls, all checks)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # EPP / penalized-inference warnings
-        t0 = time.perf_counter()
-        ml = gi.refit_output_layer(acts, progress=False)
-        t_ml = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        br = gi.refit_output_layer(acts_br, remedy="firth", progress=False)
-        t_br = time.perf_counter() - t0
+        ml, t_ml, w_ml = _timed(lambda: gi.refit_output_layer(acts, progress=False))
+        br, t_br, w_br = _timed(lambda: gi.refit_output_layer(acts_br, remedy="firth",
+                                                               progress=False))
         if lp:
             model = OutputLayerGLM.from_activations(acts)
             t0 = time.perf_counter()
             model.separation_checks(run=True)
             t_lp = time.perf_counter() - t0
-    it = (f"{br.results.n_iter} iterations in {br.results.seconds:.2f} s, method "
-          f"{br.results.method}")
+    r = br.results
+    n_eval = len(r.history)
+    it = (f"{r.n_iter} iterations, {n_eval} evaluations ({r.n_single} float32, "
+          f"{n_eval - r.n_single} float64), {r.seconds:.2f} s wall, method {r.method}")
     how = br.diagnostics["separation"][0]["method"]
     if sep:
         print("BR on separated data of the same size (labels from a noise-free head); MLE on "
               "the overlapping data")
-    print(f"MLE refit_output_layer(acts)                 : {t_ml:7.2f} s "
+    print("CPU seconds (one BLAS thread; wall seconds in brackets, inflated by other jobs)")
+    print(f"MLE refit_output_layer(acts)                 : {t_ml:7.2f} s [{w_ml:.2f}] "
           f"(engine {ml.engine}, separation decided by {ml.diagnostics['separation'][0]['method']})")
-    print(f"BR  refit_output_layer(acts, remedy='firth') : {t_br:7.2f} s "
+    print(f"BR  refit_output_layer(acts, remedy='firth') : {t_br:7.2f} s [{w_br:.2f}] "
           f"({it}, from the {br.diagnostics['start']} start; separation decided by "
           f"{how})")
     if lp:
         print(f"the separation LP alone (skipped when the MLE is clean): {t_lp:.2f} s")
-    print(f"ratio BR / MLE (public calls): {t_br / t_ml:.2f}  (goal <= 3)")
+    print(f"ratio BR / MLE (public calls, CPU time): {t_br / t_ml:.2f}  (goal <= 3)")
+
+
+def parts(n: int, p: int, k: int) -> None:
+    """CPU seconds of the pieces of one adjusted-score evaluation at the MLE, float64 and float32.
+
+    Diagnostics for the ratio of :func:`public`: the bias reduction costs about one evaluation
+    per iteration, each of about the MLE fit's own information matrix and inverse plus the hat
+    values (the same flops as the information again).
+    """
+    from scipy.linalg import cho_factor
+
+    from glminterp.refit import mnbr
+    from glminterp.refit.mnbr_single import SingleDesign, triangular_inverse32
+
+    x, y = simulate(n, p, k)
+    ml = E.fit_multinomial(x, y)
+    onehot = np.eye(k)[E.encode_classes(y)[0]][:, 1:]
+    chunk = max(64, mnbr._CHUNK_BYTES // (8 * ml.params.size))
+    probs = E.multinomial_probs(x, ml.params)[0]
+    print(f"one evaluation at N={n}, p={p}, K={k} (CPU seconds, one BLAS thread)")
+    _, t_inf, _ = _timed(lambda: mnbr._evaluate(x, onehot, ml.params, chunk))
+    pt, t_chol, _ = _timed(lambda: mnbr._evaluate(x, onehot, ml.params, chunk, fisher=ml.fisher))
+    _, t_inv, _ = _timed(pt.inverse_fisher)
+    _, t_hat, _ = _timed(lambda: pt.hats(x, chunk))
+    print(f"  float64: information {t_inf - t_chol:.2f}, Cholesky {t_chol:.2f}, inverse "
+          f"{t_inv:.2f}, hat values {t_hat:.2f}; total {t_inf + t_inv + t_hat:.2f}")
+    d = SingleDesign(x, k)
+    f32, t_inf, _ = _timed(lambda: d.fisher(probs, chunk))
+    c, t_chol, _ = _timed(lambda: cho_factor(f32, lower=False, check_finite=False)[0])
+    _, t_inv, _ = _timed(lambda: triangular_inverse32(c, p + 1))
+    pt, _, _ = _timed(lambda: mnbr._evaluate_single(d, x, onehot, ml.params, chunk))
+    _, t_hat, _ = _timed(lambda: pt.hats(x, chunk))
+    print(f"  float32: information {t_inf:.2f}, Cholesky {t_chol:.2f}, R^-1 {t_inv:.2f}, "
+          f"hat values {t_hat:.2f}; total {t_inf + t_chol + t_inv + t_hat:.2f}")
+
+
+def _timed(fn):
+    """(result, CPU seconds, wall seconds) of one call."""
+    t0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.process_time() - t0, time.perf_counter() - w0
 
 
 def _draw(rng, x1, beta):
@@ -202,6 +248,8 @@ def main(argv=None) -> None:
     ap.add_argument("--coverage", action="store_true")
     ap.add_argument("--public", action="store_true")
     ap.add_argument("--lp", action="store_true", help="--public: also time the separation LP")
+    ap.add_argument("--parts", action="store_true",
+                    help="CPU seconds of the pieces of one evaluation (float64 and float32)")
     ap.add_argument("--separated", action="store_true",
                     help="--public: the bias reduction on separated data of the same size")
     args = ap.parse_args(argv)
@@ -215,7 +263,9 @@ def main(argv=None) -> None:
                       + np.array2string(res[name].ravel(order='F'), precision=3))
             return
         size = (2000, 32, 5) if args.small else (10_000, 256, 10)
-        if args.public:
+        if args.parts:
+            parts(*size)
+        elif args.public:
             public(*size, lp=args.lp, sep=args.separated)
         else:
             timing(*size)

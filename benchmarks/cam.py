@@ -1,22 +1,36 @@
-"""CAM throughput versus torchcam on the same batch, and the cost of SE / z maps.
+"""CAM cost: the default call with a covariance (SE, z and the simultaneous threshold) as a
+multiple of the plain CAM call, and of torchcam's CAM, on the same model and input.
 
-Rows (best of ``--repeats``, interleaved so machine noise hits both sides):
+Two models, each at head widths ``p`` (channels of the last conv; default 32, 128, 512):
 
-1. CAM, one class: ``class_activation_maps(..., parametrization="network", upsample=False)``
-   versus torchcam's ``CAM`` (forward under inference_mode + extractor call); both min-max
-   normalised at feature resolution. Ratio = torchcam time / ours (goal: >= 1, parity).
-2. Grad-CAM, one class, same comparison against torchcam's ``GradCAM``.
-3. SE and z maps: CAM with a covariance (``simultaneous=False``) versus the same CAM without,
-   all classes, upsampled to the input. Ratio = with / without (goal: <= 2).
-4. The default call with a covariance (SE, z and the simultaneous threshold at ``n_sim``
-   draws, default 2000) as a multiple of the plain CAM (goal: <= 3), and of torchcam's CAM of
-   one class (no statistics at all).
+- ``mnist``: ``GapCNN(16, 32, p)`` on 28 x 28 single-channel images (7 x 7 cells);
+- ``resnet18``: a ResNet-18-shaped network written here (torchvision's layout: 7 x 7 stem,
+  max-pool, four stages of two ``BasicBlock``s with widths 64, 128, 256, ``p``, average pool,
+  ``fc``) on 224 x 224 RGB images (7 x 7 cells).
 
-Rows 3-4 are repeated for every ``--widths`` (channels ``p`` of the last conv; 512 is a
-ResNet-18-wide head), each against its own baseline measured in the same run.
+Ten classes, random head weights and random positive definite class covariances (one
+``(p + 1) x (p + 1)`` matrix per class), random inputs. Timed calls (the public calls a user
+makes, all checks included; CPU time of this process with one torch / BLAS thread, best of
+``--repeats``, interleaved so that machine noise hits every call alike):
 
-Usage: ``python benchmarks/cam.py [--n 512] [--size 28] [--repeats 3] [--n-sim 2000]
-[--widths 32,128,512] [--cpu-time]``.
+- ``plain``: ``class_activation_maps(model, x, coefficients=W)`` (no covariance: maps only,
+  upsampled to the input), every class; the baseline;
+- ``SE+z``: the same with ``(W, covs)`` and ``simultaneous=False``;
+- ``default``: ``(W, covs)`` with the defaults: SE, z, pointwise and simultaneous masks,
+  ``band="cells"``, ``n_sim=2000`` (goal: <= 3x plain);
+- ``pixels``: the same with ``band="pixels"`` (the exact simultaneous band over the upsampled
+  pixels) for reference;
+- ``torchcam``: torchcam's ``CAM`` on the same model and input: one forward pass under
+  ``inference_mode`` and one extractor call per class (its maps stay at the 7 x 7 cells;
+  torchcam does not upsample).
+
+Ratios are printed against ``plain`` and against ``torchcam`` (all classes), and for one class
+(``classes=0``, default call against the plain CAM and torchcam's CAM of one class). The last
+column is the mean ratio of the two simultaneous bands' half-widths ``t * band_se`` (cells /
+pixels) over all pixels, images and classes.
+
+Usage: ``python benchmarks/cam.py [--models mnist,resnet18] [--widths 32,128,512]
+[--n-mnist 512] [--n-resnet 8] [--repeats 3] [--n-sim 2000]``.
 """
 
 from __future__ import annotations
@@ -26,109 +40,155 @@ import time
 
 import numpy as np
 import torch
-from torchcam.methods import CAM, GradCAM
+from threadpoolctl import threadpool_limits
+from torch import nn
+from torchcam.methods import CAM
 
 import glminterp as gi
 from glminterp.maps.cam import class_activation_maps
 
-CLOCK = time.perf_counter
+N_CLASSES = 10
 
 
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = CLOCK()
-        fn()
-        times.append(CLOCK() - t)
-    return min(times)
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock (one ``relu`` called twice)."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or inplanes != planes:
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += identity
+        return self.relu(out)
 
 
-def torchcam_cam(model, x):
-    with CAM(model, "relu3", "fc") as ex:
+class ResNet18(nn.Module):
+    """ResNet-18 layout (torchvision names) with a last stage ``p`` channels wide."""
+
+    def __init__(self, p: int = 512, n_classes: int = N_CLASSES) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths, inplanes = (64, 128, 256, p), 64
+        for i, planes in enumerate(widths, 1):
+            stride = 1 if i == 1 else 2
+            setattr(self, f"layer{i}", nn.Sequential(BasicBlock(inplanes, planes, stride),
+                                                     BasicBlock(planes, planes)))
+            inplanes = planes
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(p, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def setup(model_name: str, p: int, n: int):
+    """Model, inputs, head weights, covariances, head and the torchcam target layer."""
+    torch.manual_seed(0)
+    if model_name == "mnist":
+        model, x, target = gi.GapCNN(widths=(16, 32, p)).eval(), torch.rand(n, 1, 28, 28), "relu3"
+    else:
+        model, x, target = ResNet18(p).eval(), torch.rand(n, 3, 224, 224), "layer4"
+    rng = np.random.default_rng(0)
+    coefs = rng.normal(size=(p + 1, N_CLASSES))
+    root = rng.normal(size=(N_CLASSES, p + 1, p + 1)) / np.sqrt(p)
+    covs = root @ root.transpose(0, 2, 1) * 0.01
+    return model, x, coefs, covs, gi.detect_head(model, x[:2]), target
+
+
+def torchcam_cams(model, x, target: str, classes) -> list:
+    with CAM(model, target, "fc") as ex:
         with torch.inference_mode():
             model(x)
-        return ex(class_idx=0)[0]
+        return [ex(class_idx=c)[0] for c in classes]
 
 
-def torchcam_gradcam(model, x):
-    with GradCAM(model, "relu3") as ex:
-        scores = model(x)
-        return ex(class_idx=0, scores=scores)[0]
+def timed(fns: dict, repeats: int) -> tuple[dict[str, float], dict]:
+    """Best CPU time of each callable, interleaved, and each one's last result."""
+    times, last = {k: [] for k in fns}, {}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t = time.process_time()
+            last[key] = fn()
+            times[key].append(time.process_time() - t)
+    return {k: min(v) for k, v in times.items()}, last
 
 
-def _setup(width: int, n: int, size: int):
-    torch.manual_seed(0)
-    model = gi.GapCNN(widths=(16, 32, width)).eval()
-    x = torch.rand(n, 1, size, size)
-    rng = np.random.default_rng(0)
-    coefs = rng.normal(size=(width + 1, 10))
-    root = rng.normal(size=(10, width + 1, width + 1)) / np.sqrt(width)
-    covs = root @ root.transpose(0, 2, 1) * 0.01
-    return model, x, coefs, covs, gi.detect_head(model, x[:2])
+def width_ratio(cells, pixels) -> float:
+    """Mean ratio of the half-widths ``t * band_se`` of the two simultaneous bands."""
+    def half(r):
+        return np.asarray(r.sim_threshold)[:, :, None, None] * np.asarray(r.band_se)
+    return float(np.mean(half(cells) / half(pixels)))
+
+
+def measure(model_name: str, p: int, n: int, repeats: int, n_sim: int) -> dict[str, float]:
+    model, x, coefs, covs, head, target = setup(model_name, p, n)
+    kw = dict(head=head, batch_size=n)
+    cov = (coefs, covs)
+    fns = {
+        "plain": lambda: class_activation_maps(model, x, coefficients=coefs, **kw),
+        "se_z": lambda: class_activation_maps(model, x, coefficients=cov, simultaneous=False,
+                                              **kw),
+        "default": lambda: class_activation_maps(model, x, coefficients=cov, n_sim=n_sim, **kw),
+        "pixels": lambda: class_activation_maps(model, x, coefficients=cov, n_sim=n_sim,
+                                                band="pixels", **kw),
+        "torchcam": lambda: torchcam_cams(model, x, target, range(N_CLASSES)),
+        "plain1": lambda: class_activation_maps(model, x, 0, coefficients=coefs, **kw),
+        "default1": lambda: class_activation_maps(model, x, 0, coefficients=cov, n_sim=n_sim,
+                                                  **kw),
+        "torchcam1": lambda: torchcam_cams(model, x, target, [0]),
+    }
+    times, last = timed(fns, repeats)
+    times["width"] = width_ratio(last["default"], last["pixels"])
+    return times
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--size", type=int, default=28)
+    ap.add_argument("--models", default="mnist,resnet18")
+    ap.add_argument("--widths", default="32,128,512", help="channels of the last conv (p)")
+    ap.add_argument("--n-mnist", type=int, default=512)
+    ap.add_argument("--n-resnet", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-sim", type=int, default=2000)
-    ap.add_argument("--widths", default="32,128,512", help="channels of the last conv (p)")
-    ap.add_argument("--cpu-time", action="store_true",
-                    help="time with process CPU time (one thread: the work done), not wall "
-                         "clock; for a machine shared with other jobs")
     args = ap.parse_args(argv)
-    global CLOCK
-    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     torch.set_num_threads(1)
-    widths = [int(w) for w in args.widths.split(",")]
-    print(f"GapCNN(16, 32, p), {args.n} random {args.size}x{args.size} images, one batch, "
-          f"1 thread, best of {args.repeats} (interleaved), "
-          f"{'CPU' if args.cpu_time else 'wall'} time")
-    print(f"{'what':<52} {'base s':>8} {'ours s':>8} {'ratio':>7}")
-
-    def row(label, base_fn, ours_fn, ratio_of):
-        bt, ot = [], []
-        for _ in range(args.repeats):  # interleaved
-            bt.append(best(base_fn, 1))
-            ot.append(best(ours_fn, 1))
-        b, o = min(bt), min(ot)
-        print(f"{label:<52} {b:8.4f} {o:8.4f} {ratio_of(b, o):7.2f}", flush=True)
-
-    for i, p in enumerate(widths):
-        _width_rows(p, args, row, parity=i == 0)
-
-
-def _width_rows(p: int, args, row, parity: bool) -> None:
-    """Rows of one head width, each against its own baseline."""
-    model, x, coefs, covs, head = _setup(p, args.n, args.size)
-    kw = dict(head=head, batch_size=args.n, upsample=False)
-    if parity:
-        row(f"p={p} CAM 1 class: torchcam / ours (>= 1 is parity)",
-            lambda: torchcam_cam(model, x),
-            lambda: class_activation_maps(model, x, 0, parametrization="network", **kw),
-            lambda b, o: b / o)
-        row(f"p={p} Grad-CAM 1 class: torchcam / ours",
-            lambda: torchcam_gradcam(model, x),
-            lambda: class_activation_maps(model, x, 0, method="gradcam", layer="relu3", **kw),
-            lambda b, o: b / o)
-    kw_all = dict(head=head, batch_size=args.n, upsample=True)
-
-    def cam():
-        return class_activation_maps(model, x, coefficients=coefs, **kw_all)
-
-    def default():  # the default call with a covariance: SE, z and the threshold
-        return class_activation_maps(model, x, coefficients=(coefs, covs), n_sim=args.n_sim,
-                                     **kw_all)
-
-    row(f"p={p} SE + z, 10 classes: with / without (<= 2)", cam,
-        lambda: class_activation_maps(model, x, coefficients=(coefs, covs),
-                                      simultaneous=False, **kw_all),
-        lambda b, o: o / b)
-    row(f"p={p} + simultaneous (n_sim={args.n_sim}) / CAM (<= 3)", cam, default,
-        lambda b, o: o / b)
-    row(f"p={p} same / torchcam CAM of one class", lambda: torchcam_cam(model, x), default,
-        lambda b, o: o / b)
+    print(f"CPU time, 1 thread, best of {args.repeats} interleaved; {N_CLASSES} classes, "
+          f"n_sim={args.n_sim}; ratios against the plain CAM call and torchcam's CAM "
+          "(same model, same input)")
+    head = (f"{'model':<9} {'p':>4} {'N':>4} {'plain s':>8} {'default s':>9} "
+            f"{'default/plain':>13} {'SE+z/plain':>10} {'pixels/plain':>12} "
+            f"{'torchcam s':>10} {'plain/torchcam':>14} {'default/torchcam':>16} "
+            f"{'1 class: /plain':>15} "
+            f"{'/torchcam':>9} {'width cells/pixels':>18}")
+    print(head)
+    with threadpool_limits(1):
+        for model_name in args.models.split(","):
+            n = args.n_mnist if model_name == "mnist" else args.n_resnet
+            for p in (int(w) for w in args.widths.split(",")):
+                t = measure(model_name, p, n, args.repeats, args.n_sim)
+                print(f"{model_name:<9} {p:>4} {n:>4} {t['plain']:8.3f} {t['default']:9.3f} "
+                      f"{t['default'] / t['plain']:13.2f} {t['se_z'] / t['plain']:10.2f} "
+                      f"{t['pixels'] / t['plain']:12.2f} {t['torchcam']:10.3f} "
+                      f"{t['plain'] / t['torchcam']:14.2f} "
+                      f"{t['default'] / t['torchcam']:16.2f} "
+                      f"{t['default1'] / t['plain1']:15.2f} "
+                      f"{t['default1'] / t['torchcam1']:9.2f} {t['width']:18.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,14 @@ Per replicate and (image, class) the script records whether the true map is insi
   at ``n_sim`` = 500, 1000, 2000 (the default), 5000 draws, and with the "oracle" threshold:
   the same simulation at 20,000 draws (the 0.95 quantile's probability has Monte-Carlo sd 0.0015 there).
 
+With ``--up k`` (default 4) the same refits are also mapped onto test images upsampled ``k``
+times (the network average-pools them back, so the feature maps are unchanged and the CAM is
+bilinearly upsampled to the input), with both simultaneous bands at 2,000 draws:
+``band="cells"`` (the default: the cells' threshold, ``band_se`` the interpolated cell SEs) and
+``band="pixels"`` (the pixels' threshold with their exact SEs). Recorded: whether the upsampled
+true map is inside each band at every pixel, and the mean ratio of the two half-widths
+``t * band_se`` (cells / pixels).
+
 The threshold's Monte-Carlo error can also be computed: given the covariance, the coverage of
 the ``j``-th order statistic of ``n_sim`` draws has expectation ``j / (n_sim + 1)`` whatever the
 distribution, and ``torch.quantile`` interpolates at ``j = 0.95 (n_sim - 1) + 1``; the script
@@ -55,17 +63,21 @@ Z = 1.959963984540054
 
 
 class GapHead(nn.Module):
-    """CAM layer = the (ReLU of the) input: the feature maps are the images themselves."""
+    """CAM layer = the (ReLU of the) input: the feature maps are the images themselves.
 
-    def __init__(self, p: int, k: int) -> None:
+    With ``up > 1`` the input is the maps repeated ``up x up`` times (nearest neighbour) and
+    the network average-pools them back first, so the CAM is upsampled to the input."""
+
+    def __init__(self, p: int, k: int, up: int = 1) -> None:
         super().__init__()
+        self.down = nn.AvgPool2d(up) if up > 1 else nn.Identity()
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(p, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.flatten(self.pool(self.relu(x))))
+        return self.fc(self.flatten(self.pool(self.relu(self.down(x)))))
 
 
 def images(rng: np.random.Generator, n: int, p: int, hw: int) -> np.ndarray:
@@ -98,7 +110,8 @@ def make_acts(pooled: np.ndarray, y: np.ndarray, k: int) -> Activations:
                        metadata={"pool": "avg"})
 
 
-def replicate(seed: int, n: int, model, test_x, true_maps, beta, n_sims) -> dict[str, float]:
+def replicate(seed: int, n: int, model, test_x, true_maps, beta, n_sims,
+              up_x=None, gamma=None) -> dict[str, float]:
     """Coverages of one refit: pointwise, and simultaneous per threshold."""
     rng = np.random.default_rng(seed)
     x = images(rng, n, beta.shape[0] - 1, test_x.shape[-1])
@@ -119,10 +132,35 @@ def replicate(seed: int, n: int, model, test_x, true_maps, beta, n_sims) -> dict
         if "pointwise" not in out:
             out["pointwise"] = float(np.mean(dev <= Z))
         out[f"sim {n_sim}"] = float(np.mean(dev.max(axis=(2, 3)) <= np.asarray(r.sim_threshold)))
+    if up_x is not None:
+        out |= _upsampled_bands(model, up_x, refit, seed, gamma)
     return out
 
 
-def run(n: int, reps: int, n_sims, p: int = 8, k: int = 4, hw: int = 5, n_test: int = 6):
+def _upsampled_bands(model, up_x, refit, seed: int, gamma: np.ndarray) -> dict[str, float]:
+    """Coverage of both simultaneous bands over the upsampled pixels, and their widths.
+
+    The truth at a pixel is the upsampled true map (the interpolation of the true cell
+    values), i.e. the CAM of the true coefficients through the same call."""
+    true = gi.class_activation_maps(model, up_x, coefficients=gamma, layer="relu",
+                                    parametrization="sum_to_zero", normalize=None).raw
+    out, width = {}, {}
+    for band in ("cells", "pixels"):
+        r = gi.class_activation_maps(model, up_x, coefficients=refit, layer="relu",
+                                     parametrization="sum_to_zero", normalize=None,
+                                     band=band, n_sim=2000, seed=seed)
+        dev = (np.abs(np.asarray(r.raw) - true) / np.asarray(r.band_se)).max(axis=(2, 3))
+        out[f"{band} band @pixels"] = float(np.mean(dev <= np.asarray(r.sim_threshold)))
+        width[band] = np.asarray(r.sim_threshold)[:, :, None, None] * np.asarray(r.band_se)
+    out["width cells / pixels"] = float(np.mean(width["cells"] / width["pixels"]))
+    return out
+
+
+
+def run(n: int, reps: int, n_sims, p: int = 8, k: int = 4, hw: int = 5, n_test: int = 6,
+        up: int = 1):
+    """Replicates as rows. ``up > 1`` adds both bands' coverage over the maps upsampled
+    ``up`` times (and the mean ratio of their half-widths)."""
     beta = truth(p, k)
     gamma = beta @ reference_to_sum_to_zero_map(k).T  # (p + 1, K)
     model = GapHead(p, k).eval()
@@ -131,7 +169,13 @@ def run(n: int, reps: int, n_sims, p: int = 8, k: int = 4, hw: int = 5, n_test: 
     # the CAM layer sees float32 activations: the truth uses the same rounding
     true_maps = np.einsum("npyx,pc->ncyx", test_x.double().numpy(), gamma[1:])
     del test
-    rows = [replicate(s, n, model, test_x, true_maps, beta, n_sims) for s in range(reps)]
+    up_model, up_x = model, None
+    if up > 1:
+        up_model = GapHead(p, k, up).eval()
+        up_model.load_state_dict(model.state_dict())
+        up_x = test_x.repeat_interleave(up, 2).repeat_interleave(up, 3)
+    rows = [replicate(s, n, up_model if up > 1 else model, test_x if up == 1 else up_x,
+                      true_maps, beta, n_sims, up_x, gamma) for s in range(reps)]
     return pd.DataFrame(rows)
 
 
@@ -144,16 +188,19 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--n", type=int, nargs="+", default=[300, 1000, 4000])
+    ap.add_argument("--up", type=int, default=4,
+                    help="also cover the maps upsampled this many times with both bands "
+                         "(cells, the default, and pixels); 1: feature resolution only")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     sims = (*N_SIMS, ORACLE_SIM)
     for i, n in enumerate(args.n):
         t0 = time.perf_counter()
-        df = run(n, args.reps, sims if i == 0 else (N_SIMS[-2], ORACLE_SIM))
+        df = run(n, args.reps, sims if i == 0 else (N_SIMS[-2], ORACLE_SIM), up=args.up)
         print(f"n={n}, {args.reps} replicates ({time.perf_counter() - t0:.0f} s): {summary(df)}")
         oracle = df[f"sim {ORACLE_SIM}"]
         for c in df.columns:
-            if c.startswith("sim ") and c != f"sim {ORACLE_SIM}":
+            if c.startswith("sim ") and c != f"sim {ORACLE_SIM}" and " @" not in c:
                 d = df[c] - oracle  # paired: same refit, only the threshold's draws differ
                 m = int(c[4:])
                 expected = (0.95 * (m - 1) + 1) / (m + 1) - 0.95

@@ -64,7 +64,7 @@ def test_cam_se_and_threshold_equal_slow_path(intercept, size):
     root[1, :, 3:] = 0.0  # rank 3
     covs = root @ root.transpose(0, 2, 1) * 0.1
     r = class_activation_maps(model, x, coefficients=(coefs, covs), parametrization="network",
-                              intercept=intercept, n_sim=300, seed=4)
+                              intercept=intercept, n_sim=300, seed=4, band="pixels")
     acts = torch.from_numpy(np.array(r.activations))
     assert acts.shape[-2:] == (size[0] // 3, size[1] // 3)
     share = 1.0 if intercept == "spread" else 0.0
@@ -94,7 +94,7 @@ def test_chunking_does_not_change_results(monkeypatch):
     coefs = rng.normal(size=(p + 1, 3))
     root = rng.normal(size=(3, p + 1, p + 1))
     covs = root @ root.transpose(0, 2, 1)
-    kw = dict(coefficients=(coefs, covs), parametrization="network", n_sim=200)
+    kw = dict(coefficients=(coefs, covs), parametrization="network", n_sim=200, band="pixels")
     one = class_activation_maps(model, x, **kw)
     monkeypatch.setattr(cu, "_SE_CHUNK_BYTES", 1)
     monkeypatch.setattr(cu, "_SIM_CHUNK_BYTES", 1)
@@ -145,13 +145,14 @@ def test_fast_path_equals_simultaneous_path_and_chunking(monkeypatch):
     raw = rng.normal(size=(n, 3, 15, 12))
     args = (acts, covs, [2, 0, 1], raw, 1.0, (15, 12), 0.05)
     fast = cu.uncertainty(*args, False, 50, 3)
-    slow = cu.uncertainty(*args, True, 50, 3)
+    slow = cu.uncertainty(*args, True, 50, 3, band="pixels")
     assert set(fast) == {"se", "z", "mask_pointwise", "pointwise_threshold"}
     for key in ("se", "z"):
         np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12)
         assert fast[key].dtype == np.float64 and fast[key].flags.c_contiguous
     np.testing.assert_array_equal(fast["mask_pointwise"], slow["mask_pointwise"])
     monkeypatch.setattr(cu, "_SE_ALL_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(cu, "_SE_ALL_MIN_COLS", 1)
     one = cu.uncertainty(*args, False, 50, 3)
     np.testing.assert_allclose(one["se"], fast["se"], rtol=1e-12)
     np.testing.assert_allclose(one["z"], fast["z"], rtol=1e-12)

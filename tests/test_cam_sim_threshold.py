@@ -143,7 +143,7 @@ def test_public_call_wide_head_uses_seeded_cell_space_draws():
     root = rng.normal(size=(3, p + 1, p + 1))
     covs = root @ root.transpose(0, 2, 1) * 0.01
     r = class_activation_maps(model, x, coefficients=(coefs, covs), parametrization="network",
-                              n_sim=300, seed=6)
+                              n_sim=300, seed=6, band="pixels")
     acts = torch.from_numpy(np.array(r.activations))
     for c in range(3):
         fac = torch.from_numpy(cu.sqrt_factor(covs[c]))

@@ -35,14 +35,18 @@ Statistics
     Bilinear upsampling is linear, so the SE of the upsampled map is computed exactly, not by
     interpolating SEs: each output pixel combines at most 2 x 2 feature cells, and
     ``SE^2(u) = sum_ij w_i(u) w_j(u) a_i' Sigma_c a_j`` is assembled from inner products of
-    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the pointwise mask is ``|z| > z_{1-alpha/2}``;
-    the simultaneous mask is ``|z| > q_n`` with ``q_n`` the ``(1 - alpha)`` quantile of
-    ``max_xy |z*(x, y)|`` over the image's locations (the grid of the returned maps), where
-    ``z*(x, y) = a(x, y)'(beta* - beta_hat) / SE(x, y)`` and ``beta* ~ N(beta_hat, Sigma_c)``
-    (seeded draws, shared by all images of a class; for a factor of ``Sigma_c`` wider than the
-    map's ``h w`` cells they are drawn in the cells' field space, the same distribution). Only
-    the draws that can reach the quantile's order statistics are upsampled and maximised
-    exactly; a bound at the cells rules out the rest (same quantile, see
+    neighbouring cells (see :mod:`glminterp.maps.cam_uncertainty`). ``z = raw / SE``; the
+    pointwise mask is ``|z| > z_{1-alpha/2}``. The simultaneous band is ``raw +- t * band_se``
+    and its mask ``|raw| > t * band_se``. With ``band="cells"`` (default) ``t`` is the
+    ``(1 - alpha)`` quantile of ``max_c |z*_c|`` over the ``h x w`` feature cells, where
+    ``z*_c = a_c'(beta* - beta_hat) / SE_c`` and ``beta* ~ N(beta_hat, Sigma_c)`` (seeded
+    draws, shared by all images of a class, simulated in the cells' ``h w``-dimensional space),
+    and ``band_se`` interpolates the cell SEs: interpolation weights are non-negative and sum
+    to one, so a band that holds at every cell holds at every pixel (simultaneous over the
+    upsampled map, conservative between cells, cost independent of ``p`` and of the output
+    size). With ``band="pixels"`` ``t`` is the quantile of ``max |z*|`` over the returned
+    grid's pixels with their exact SEs (``band_se = se``); only the draws that can reach the
+    quantile's order statistics are upsampled and maximised exactly (same quantile, see
     :mod:`glminterp.maps.cam_uncertainty`).
 """
 
@@ -71,7 +75,7 @@ from glminterp.hooks import (
     resolve_layers,
     reuse_message,
 )
-from glminterp.maps.cam_uncertainty import interp_matrix, uncertainty
+from glminterp.maps.cam_uncertainty import BANDS, interp_matrix, uncertainty
 
 METHODS: tuple[str, ...] = ("cam", "gradcam", "gradcam++")
 NORMALIZE: tuple[str | None, ...] = ("minmax", None)
@@ -440,9 +444,15 @@ class CAMResult:
     se, z : ndarray or None
         Per-location standard error and ``raw / se`` (CAM with covariances only).
     mask_pointwise, mask_simultaneous : ndarray of bool or None
-        ``|z| > z_{1-alpha/2}`` and ``|z| > sim_threshold[n, c]``.
+        ``|z| > z_{1-alpha/2}`` and ``|raw| > sim_threshold[n, c] * band_se`` (the
+        simultaneous band excludes 0; with ``band="pixels"`` that is ``|z| > sim_threshold``).
     sim_threshold : ndarray, shape (N, C), or None
         Simulated simultaneous critical value per image and class.
+    band_se : ndarray or None
+        Scale of the simultaneous band ``raw +- sim_threshold * band_se``: the interpolated
+        cell SEs (``band="cells"``, at least ``se``) or ``se`` itself (``band="pixels"``).
+    band : str
+        ``"cells"`` or ``"pixels"``: where the simultaneous threshold was simulated.
     pointwise_threshold : float or None
     classes, sample_ids : tuple of str
     method, layer, parametrization, source, intercept, normalize : str
@@ -477,12 +487,14 @@ class CAMResult:
     mask_pointwise: np.ndarray | None = field(default=None, repr=False)
     mask_simultaneous: np.ndarray | None = field(default=None, repr=False)
     sim_threshold: np.ndarray | None = field(default=None, repr=False)
+    band_se: np.ndarray | None = field(default=None, repr=False)
     pointwise_threshold: float | None = None
+    band: str = "cells"
     note: str = ""
 
     def __post_init__(self) -> None:
         for name in ("maps", "raw", "activations", "se", "z", "mask_pointwise",
-                     "mask_simultaneous", "sim_threshold"):
+                     "mask_simultaneous", "sim_threshold", "band_se"):
             arr = getattr(self, name)
             if isinstance(arr, np.ndarray):
                 arr.flags.writeable = False
@@ -587,7 +599,7 @@ class CAMResult:
         maps, raw = _finish(raw_lo, self.relu, self.normalize, size)
         return replace(
             self, maps=maps, raw=raw, coefficients=masked, source=masked.source, se=None, z=None,
-            mask_pointwise=None, mask_simultaneous=None, sim_threshold=None,
+            mask_pointwise=None, mask_simultaneous=None, sim_threshold=None, band_se=None,
             pointwise_threshold=None, activations=np.array(self.activations),
             note=f"significant channels only ({correction}); no SE after selection",
         )
@@ -700,6 +712,7 @@ def class_activation_maps(
     intercept: str = "exclude",
     alpha: float = 0.05,
     simultaneous: bool = True,
+    band: str = "cells",
     n_sim: int = 2000,
     seed: int = 0,
     batch_size: int = 256,
@@ -735,6 +748,15 @@ def class_activation_maps(
         Level of the pointwise and simultaneous masks (two-sided).
     simultaneous : bool
         Simulate the simultaneous threshold (``n_sim`` draws, ``seed``).
+    band : {"cells", "pixels"}
+        Where the simultaneous band is built. ``"cells"`` (default): the threshold is the
+        ``(1 - alpha)`` quantile of ``max |z*|`` over the ``h x w`` feature cells, and the band
+        at a pixel is ``raw +- t * band_se`` with the interpolated cell SEs: a band that holds
+        at every cell holds at every pixel (interpolation weights are >= 0 and sum to 1), so it
+        is simultaneous over the upsampled map too, at a cost that depends on neither ``p``
+        nor the output size. ``"pixels"``: the threshold of ``max |z*|`` over the upsampled
+        pixels with their exact SEs (``band_se = se``). Both are valid; neither band is inside
+        the other (see :mod:`glminterp.maps.cam_uncertainty`).
     n_sim, seed : int
     batch_size : int
         Images per forward pass.
@@ -754,6 +776,8 @@ def class_activation_maps(
     alpha, batch_size, n_sim, seed = _check_options(
         method, normalize, intercept, gradcampp_alpha, alpha, batch_size, n_sim, seed
     )
+    if band not in BANDS:
+        raise ValueError(f"band={band!r}; use one of {BANDS}.")
     x, ids = _images_and_ids(inputs, sample_ids)
     if parametrization is None:
         parametrization = "sum_to_zero" if method == "cam" else "network"
@@ -779,12 +803,13 @@ def class_activation_maps(
     extra: dict[str, Any] = {}
     if coefs is not None and coefs.class_covs is not None:
         extra = uncertainty(acts, coefs.class_covs[cols], cols, raw, 1.0 if spread else 0.0,
-                            size, alpha, simultaneous, n_sim, seed)
+                            size, alpha, simultaneous, n_sim, seed, band)
     return CAMResult(
         maps=maps, raw=raw, classes=mapped, sample_ids=ids, method=method, layer=layer,
         parametrization=parametrization, source=coefs.source if coefs else "gradients",
         intercept=intercept if method == "cam" else "exclude", relu=relu, normalize=normalize,
-        upsample=upsample, alpha=alpha, n_sim=n_sim, seed=seed, activations=acts.numpy(),
+        upsample=upsample, alpha=alpha, n_sim=n_sim, seed=seed, band=band,
+        activations=acts.numpy(),
         coefficients=coefs, note=note, **extra,
     )
 

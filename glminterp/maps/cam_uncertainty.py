@@ -15,12 +15,39 @@ cross-multiplied interpolation weights (:func:`quadratic_upsample`): the cost pe
 does not depend on the rank of ``Sigma_c``. :func:`direct_upsampled_se` (upsample all factor
 channels, then take the norm) is the slow reference used by the tests.
 
-The simultaneous threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` with
-``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e. ``a(u)' (beta* - beta_hat) / SE(u)``
-with ``beta* ~ N(beta_hat, Sigma_c)``), simulated with draws seeded by ``[seed, class column]``
-(shared by all images of the class). ``z*`` is a linear map of the draw: at the feature cells
-the simulated field is ``f = V e`` (``V`` the ``h w x r`` matrix of the ``v_i``), and every
-output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
+Simultaneous bands (``band=``)
+------------------------------
+A CAM is estimated at the ``h x w`` feature cells; the upsampled map is a fixed interpolation of
+them with weights ``w_c(u) >= 0`` summing to 1 (bilinear, ``align_corners=False``), so it
+carries no information the cells do not. Two simultaneous bands are offered; both are valid
+for the upsampled map, and in general neither lies inside the other.
+
+``band="cells"`` (default). The threshold ``t`` is the ``(1 - alpha)`` quantile of
+``max_c |zeta_c|`` over the cells, ``zeta_c = a_c' (beta* - beta_hat) / SE_c``; at a pixel the
+band is ``raw(u) +- t * band_se(u)`` with ``band_se = sum_c w_c(u) SE_c`` (the interpolated
+cell SEs). If ``|v_c - m_c| <= t SE_c`` at every cell (``m`` the true map), then at every pixel
+``|v(u) - m(u)| = |sum_c w_c (v_c - m_c)| <= t sum_c w_c SE_c``: the band holds at all pixels
+whenever it holds at all cells, so its simultaneous coverage over the upsampled map is at least
+the cells' ``1 - alpha``. It is conservative between cells (``band_se >= SE(u)`` by the
+triangle inequality, equal where a pixel coincides with a cell) and narrower near the cells
+(``t`` is a maximum over ``h w`` cells, not over the finer pixel grid). The simulation lives
+in the cells' ``h w``-dimensional space: with ``V`` the ``h w x r`` channels ``R_c a_c``
+(``R_c' R_c = Sigma_c``, :func:`cov_factor`: Cholesky when positive definite), the cell field
+is ``L g`` with ``L = V`` (draws ``g = e`` in coefficient space) when ``r <= h w`` and ``L``
+the Cholesky factor of the cells' covariance ``V V' = A' Sigma_c A`` otherwise
+(:func:`field_loadings`): ``h w`` numbers per draw, whatever ``p`` and the output size.
+Projecting the covariance onto the cells (``V``, ``p^2 h w`` per image and class, one float64
+product: :func:`cell_channels`) is the only ``p``-dependent step; the pixel SEs come from the
+same Gram matrix ``V V'`` (:func:`quadratic_upsample_gram`). The threshold is brute force over
+every draw (:func:`cell_thresholds`); the tests compare it with a direct simulation from
+``A' Sigma_c A`` with the same draws.
+
+``band="pixels"``. The threshold is the ``(1 - alpha)`` quantile of ``max_u |z*(u)|`` over
+the upsampled pixels, with ``z*(u) = (R_c a(u))' e / SE(u)`` and ``e ~ N(0, I)`` (i.e.
+``a(u)' (beta* - beta_hat) / SE(u)`` with ``beta* ~ N(beta_hat, Sigma_c)``; ``R_c`` the
+eigen-square-root :func:`sqrt_factor`), and ``band_se = SE``. ``z*`` is a linear map of the
+draw: at the feature cells the simulated field is ``f = V e``, and every output pixel
+interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Hence
 (:func:`_sim_thresholds`):
 
 - the draws live in the cell field's own space: ``e`` itself (``r`` numbers) when ``r <= h w``,
@@ -35,13 +62,19 @@ output pixel interpolates at most 2 x 2 cells with weights ``w_c(u) >= 0``. Henc
 
 The result is the quantile of the same exact maxima: equal to the full pixel-space
 simulation with the same draws to float32 rounding (:func:`_sim_max_abs_z` and
-:func:`_sim_max_abs_z_cells` are those direct references, used by the tests).
+:func:`_sim_max_abs_z_cells` are those direct references, used by the tests). Its cost still
+grows with the output size (exact maxima over ``H W`` pixels for the draws that can rank).
 
-Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`): the
+Both bands draw from the stream ``numpy.random.default_rng([seed, class column])`` (shared by
+all images of the class; :func:`class_draws`), so results are reproducible and do not depend
+on how images are batched.
+
+Without the simulation, :func:`uncertainty` takes a batched path (:func:`_all_class_se_z`) for
+factors no wider than the cells (wider ones take the per-class Gram path above): the
 factors of all classes are stacked so that one product per image chunk gives every class's
 ``v``, and the five fields and the interpolation run for all classes at once (same algebra,
-equal to the per-class loop to rounding). With it, the per-class loop below runs, one seeded
-stream of draws per class.
+equal to the per-class loop to rounding). With it, a per-class loop runs, one seeded stream
+of draws per class.
 """
 
 from __future__ import annotations
@@ -61,8 +94,14 @@ _SE_CHUNK_BYTES = 32 * 2**20
 # ... and the float32 blocks of the simulation: (images, cells, draws) of the bounds, sized to
 # stay in cache, and (images, draws, pixels) of the exact maxima of ~ n_sim / 10 draws (4x)
 _SIM_CHUNK_BYTES = 8 * 2**20
-# ... and the factor channels of all classes at once (fast path), sized to stay in L2
+# ... and the factor channels of all classes at once (fast path), sized to stay in L2 (but
+# at least _SE_ALL_MIN_COLS cells per product: wide factors are then streamed once per chunk)
 _SE_ALL_CHUNK_BYTES = 2**20
+_SE_ALL_MIN_COLS = 256
+# row blocks of a triangular coefficient factor (cell_channels)
+_TRI_BLOCK = 96
+
+BANDS: tuple[str, ...] = ("cells", "pixels")
 
 
 @cache
@@ -94,6 +133,19 @@ def sqrt_factor(cov: np.ndarray) -> np.ndarray:
     if not keep.any():
         return np.zeros((1, cov.shape[0]))
     return (v[:, keep] * np.sqrt(d[keep])).T
+
+
+def cov_factor(cov: np.ndarray) -> np.ndarray:
+    """``R`` with ``R.T @ R = cov``: the upper Cholesky factor, or :func:`sqrt_factor`.
+
+    Cholesky costs a third of an eigendecomposition's flops and is much faster in practice
+    (p = 512: ~2 ms against ~100 ms); a covariance that is not numerically positive definite
+    (rank-deficient, zero) falls back to the eigen-square-root with its null directions dropped.
+    """
+    lower, info = torch.linalg.cholesky_ex(torch.from_numpy((cov + cov.T) / 2))
+    if int(info) == 0:
+        return lower.T.numpy()
+    return sqrt_factor(cov)
 
 
 def quadratic_weights(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,6 +191,32 @@ def quadratic_upsample(
     def field(shift: int) -> torch.Tensor:
         return _shifted_dots(vf, shift).reshape(b, h, w)
 
+    return _combine_fields(field, h, w, wy, wx)
+
+
+def quadratic_upsample_gram(
+    gram: torch.Tensor, h: int, w: int, wy: tuple[torch.Tensor, torch.Tensor],
+    wx: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """:func:`quadratic_upsample` from the cells' Gram matrices ``V V'`` (B, h w, h w).
+
+    The five neighbour fields are diagonals of the Gram matrix (offsets 0, 1, w, w + 1,
+    w - 1), so once it is formed (the cell band needs it anyway) the squared pixel SEs cost
+    nothing that depends on the rank of the factor.
+    """
+    b, hw, _ = gram.shape
+
+    def field(shift: int) -> torch.Tensor:
+        out = torch.zeros(b, hw, dtype=gram.dtype)
+        if shift < hw:
+            out[:, : hw - shift] = torch.diagonal(gram, shift, dim1=1, dim2=2)
+        return out.reshape(b, h, w)
+
+    return _combine_fields(field, h, w, wy, wx)
+
+
+def _combine_fields(field, h: int, w: int, wy, wx) -> torch.Tensor:
+    """``sum_{i, j} w_i w_j v_i' v_j`` per pixel from the neighbour fields ``field(shift)``."""
     # pairs at offsets (0,0), (0,1), (1,0), (1,1) and (1,-1); flat shifts 0, 1, w, w+1, w-1
     # (pairs that wrap to the next row or image are sliced off)
     d = field(0)
@@ -205,18 +283,20 @@ def _cells_cheaper(h: int, w: int, size: tuple[int, int], r: int) -> bool:
 
 
 # ------------------------------------------------------------ simultaneous threshold (bounded)
-def field_loadings(v: torch.Tensor) -> torch.Tensor:
+def field_loadings(v: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
     """``L`` (b, h w, k) with ``L L' = V V'``: the cell field ``f = V e`` is ``L g``, ``g ~ N(0, I_k)``.
 
     With rank ``r <= h w`` this is ``V`` itself (``g`` are the coefficient-space draws); wider
     factors are reduced to the ``h w x h w`` Cholesky factor of the cells' covariance (an
     eigen-square-root where it is singular), so the cost per draw is ``h w`` whatever ``r``.
+    ``gram``, when given, is ``V V'`` (b, h w, h w), already computed.
     """
     b, h, w, r = v.shape
     vf = v.reshape(b, h * w, r)
     if r <= h * w:
         return vf
-    gram = torch.matmul(vf, vf.transpose(1, 2))
+    if gram is None:
+        gram = torch.matmul(vf, vf.transpose(1, 2))
     fac, info = torch.linalg.cholesky_ex(gram)
     bad = info > 0
     if bad.any():  # singular (dead cells, repeated activations): eigen-square-root
@@ -322,12 +402,169 @@ def _lerp_quantile(top: torch.Tensor, n: int, q: float) -> torch.Tensor:
     """
     pos = q * (n - 1)
     m = n - math.floor(pos)
-    weight = pos - math.floor(pos)
     below = top[:, m - 1]
     above = top[:, m - 2] if m >= 2 else below
+    return _lerp_pair(below, above, pos)
+
+
+def _lerp_pair(below: torch.Tensor, above: torch.Tensor, pos: float) -> torch.Tensor:
+    """``torch.quantile``'s linear interpolation between the sorted values at ranks
+    ``floor(pos)`` (``below``) and ``floor(pos) + 1`` (``above``), as ``torch.lerp``."""
+    weight = pos - math.floor(pos)
     if weight < 0.5:
         return below + weight * (above - below)
     return above - (above - below) * (1 - weight)
+
+
+# ------------------------------------------------------------ simultaneous band at the cells
+def class_draws(seed: int, column: int, n_sim: int, k: int) -> torch.Tensor:
+    """The seeded standard normal draws of one class: ``(k, n_sim)`` float32.
+
+    Stream ``numpy.random.default_rng([seed, column])`` (shared by all images of the class, and
+    by both bands), ``n_sim`` rows of ``k`` numbers, transposed so that the cell fields of an
+    image are one product ``Z @ draws``.
+    """
+    gen = np.random.default_rng([seed, column])
+    return torch.from_numpy(gen.standard_normal((n_sim, k))).float().T.contiguous()
+
+
+def cell_z_loadings(
+    v: torch.Tensor, se_cells: torch.Tensor, gram: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``Z`` (b, h w, k) float32: the cell z field of a draw ``g`` is ``zeta = Z g``.
+
+    ``Z = diag(1 / SE_c) L`` with ``L L' = V V'`` (:func:`field_loadings`): row ``c`` has norm
+    1 (0 for a cell without uncertainty), so every ``zeta_c`` is N(0, 1) and their correlation
+    is that of the cells' estimates.
+    """
+    b, h, w, _ = v.shape
+    inv = torch.where(se_cells > 0, 1.0 / se_cells.clamp_min(1e-300), 0.0)
+    return (field_loadings(v, gram) * inv.reshape(b, h * w, 1)).float()
+
+
+def cell_thresholds(z: torch.Tensor, draws_t: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(1 - alpha)`` quantile of ``max_c |zeta_c|`` over the draws, per image: (b,) float64.
+
+    Brute force, one image at a time so that everything stays in cache and an image's numbers
+    do not depend on its block: one product ``Z_n @ draws`` ((hw, k) @ (k, n_sim)), the maximum
+    of ``|zeta|`` over the cells as ``max(max zeta, -min zeta)`` (two streaming reductions, no
+    pass for ``abs``), and the two order statistics the interpolated quantile needs from one
+    partial sort (:func:`_lerp_pair`, equal to ``torch.quantile`` on all ``n_sim`` maxima).
+    (Splitting a lower-triangular ``Z_n`` into row blocks saves a quarter of the flops but
+    measured no faster: the products are this small.)
+    """
+    b, hw, _ = z.shape
+    n = draws_t.shape[1]
+    pos = (1 - alpha) * (n - 1)
+    lo_rank = math.floor(pos)  # the quantile lies between sorted[lo_rank] and sorted[lo_rank + 1]
+    buf = torch.empty(hw, n)
+    f = buf.numpy()
+    hi, lo = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
+    pair = np.empty((b, 2))
+    for t in range(b):
+        torch.matmul(z[t], draws_t, out=buf)
+        np.maximum.reduce(f, axis=0, out=hi)
+        np.minimum.reduce(f, axis=0, out=lo)
+        np.maximum(hi, np.negative(lo, out=lo), out=hi)
+        part = np.partition(hi, lo_rank)
+        pair[t, 0] = part[lo_rank]
+        pair[t, 1] = part[lo_rank + 1 :].min() if lo_rank + 1 < n else part[lo_rank]
+    return _lerp_pair(torch.from_numpy(pair[:, 0]), torch.from_numpy(pair[:, 1]), pos)
+
+
+def upsample_cells(x: torch.Tensor, uy: torch.Tensor, ux: torch.Tensor) -> torch.Tensor:
+    """``U_y x U_x'`` per image: (b, h, w) -> (b, H, W), the bilinear map of cell values."""
+    return torch.matmul(uy, torch.matmul(x, ux.T))
+
+
+def cell_channels(cells_t: torch.Tensor, fac: torch.Tensor, share: float) -> torch.Tensor:
+    """``V' = R [share; A]`` for a block of cells ``A`` (p, M): (r, M), float64.
+
+    The only step whose cost grows with ``p`` (``p r`` per cell). An upper-triangular ``R``
+    (Cholesky) is multiplied by row blocks, each against the channels it does not zero out
+    (about 60% of the dense product's flops), straight into its rows of the result; column
+    ``m`` depends only on cell ``m``, so the numbers do not depend on the block of cells.
+    """
+    r, k = fac.shape
+    out = torch.empty(r, cells_t.shape[1], dtype=fac.dtype)
+    if r != k or r < 2 * _TRI_BLOCK or torch.tril(fac, -1).any():
+        torch.matmul(fac[:, 1:], cells_t, out=out)
+    else:  # R[i, j] = 0 for j < i: rows i0.. of R need channels j >= i0 - 1 of the cells
+        for i0 in range(0, r, _TRI_BLOCK):
+            c0 = max(i0 - 1, 0)
+            torch.matmul(fac[i0 : i0 + _TRI_BLOCK, 1 + c0 :], cells_t[c0:],
+                         out=out[i0 : i0 + _TRI_BLOCK])
+    if share:
+        out += share * fac[:, :1]
+    return out
+
+
+def _cell_band_chunk(
+    v: torch.Tensor, raw: torch.Tensor, quad: tuple, interp: tuple, draws_t: torch.Tensor,
+    alpha: float, crit: float,
+) -> dict[str, torch.Tensor]:
+    """SE, z, band scale, masks and thresholds of one class on a block of images.
+
+    ``v`` (b, h, w, r) are the factor channels ``R a_i`` at the cells and ``raw`` (b, H, W)
+    the upsampled linear maps. The simultaneous band at a pixel is
+    ``raw +- t * band_se`` with ``band_se = U SE_cells`` (the interpolated cell SEs).
+    """
+    b, h, w, r = v.shape
+    vf = v.reshape(b, h * w, r)
+    gram = torch.matmul(vf, vf.transpose(1, 2))  # the cells' covariance A' Sigma A
+    se_pix = quadratic_upsample_gram(gram, h, w, *quad).clamp_min_(0).sqrt_()
+    z = raw / se_pix
+    if se_pix.amin() <= 0:  # no SE, no z (0 by convention)
+        z = torch.where(se_pix > 0, z, 0.0)
+    out = {"se": se_pix, "z": z, "mask_pointwise": z.abs() > crit}
+    if draws_t is None:  # SE and z only
+        return out
+    se_cells = torch.diagonal(gram, dim1=1, dim2=2).clamp_min(0).sqrt().reshape(b, h, w)
+    thr = cell_thresholds(cell_z_loadings(v, se_cells, gram), draws_t, alpha)
+    band = upsample_cells(se_cells, *interp)
+    mask_s = (raw.abs() > thr[:, None, None] * band) & (band > 0)
+    return out | {"band_se": band, "mask_simultaneous": mask_s, "sim_threshold": thr}
+
+
+def _cell_band(
+    acts: torch.Tensor, covs: np.ndarray, class_ids: list[int], raw: np.ndarray, share: float,
+    size: tuple[int, int], alpha: float, n_sim: int, seed: int, crit: float,
+    simulate: bool = True,
+) -> dict[str, Any]:
+    """:func:`uncertainty` with the simultaneous band at the feature cells (the default).
+
+    One class at a time: the coefficient factor ``R_c`` (:func:`cov_factor`), the cells'
+    channels ``v = R_c a_i`` for a block of images (one float64 product, ``p^2 h w`` per image:
+    the only ``p``-dependent step), then everything else from the cells' ``h w x h w`` Gram
+    matrices or per pixel. ``simulate=False``: SE, z and the pointwise mask only (the path
+    without simulation for factors wider than the cells).
+    """
+    n, p, h, w = acts.shape
+    uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
+    quad = (quadratic_weights(uy), quadratic_weights(ux))
+    with _one_blas_thread():
+        factors = [torch.from_numpy(cov_factor(c)) for c in covs]
+    cells_t = acts.permute(1, 0, 2, 3).reshape(p, n * h * w)  # channels first, cells flattened
+    raw_t = torch.from_numpy(raw)
+    keys = [("se", raw_t.dtype), ("z", raw_t.dtype), ("mask_pointwise", torch.bool)]
+    if simulate:
+        keys += [("band_se", raw_t.dtype), ("mask_simultaneous", torch.bool)]
+    out = {key: torch.empty(raw_t.shape, dtype=dt) for key, dt in keys}
+    if simulate:
+        out["sim_threshold"] = torch.empty(n, len(class_ids), dtype=torch.float64)
+    per = max(1, _SE_CHUNK_BYTES // (8 * h * w * max(f.shape[0] for f in factors)))
+    for i, (j, fac) in enumerate(zip(class_ids, factors)):
+        k = min(fac.shape[0], h * w)
+        draws_t = class_draws(seed, j, n_sim, k) if simulate else None
+        for s in range(0, n, per):
+            vt = cell_channels(cells_t[:, s * h * w : (s + per) * h * w], fac, share)
+            # (b, h, w, r) view of the (r, b h w) block: each image's cells are contiguous
+            v = vt.view(fac.shape[0], -1, h, w).permute(1, 2, 3, 0)
+            part = _cell_band_chunk(v, raw_t[s : s + v.shape[0], i], quad, (uy, ux), draws_t,
+                                    alpha, crit)
+            for key, val in part.items():
+                out[key][s : s + v.shape[0], i] = val
+    return {key: val.numpy() for key, val in out.items()}
 
 
 def _all_class_se_z(
@@ -377,7 +614,8 @@ def _all_class_se_z(
     x_cat_t = np.ascontiguousarray(np.concatenate(wx, axis=1).T)  # (2w - 1, W)
     se, z = np.empty(raw.shape), np.empty(raw.shape)
     mask = np.empty(raw.shape, dtype=bool)
-    per = max(1, min(n, _SE_ALL_CHUNK_BYTES // (8 * h * w * n_cls * r)))
+    per = max(1, min(n, max(_SE_ALL_CHUNK_BYTES // (8 * h * w * n_cls * r),
+                            -(-_SE_ALL_MIN_COLS // (h * w)))))
     flat = cells.reshape(k, n * h * w)
     v_buf = np.empty((n_cls * r, per * h * w))
     # neighbour pairs as flat shifts within a chunk: (0,0), (0,1), (1,0), (1,1), (1,-1); pairs
@@ -434,6 +672,7 @@ def uncertainty(
     simultaneous: bool,
     n_sim: int,
     seed: int,
+    band: str = "cells",
 ) -> dict[str, Any]:
     """SE, z, masks and simultaneous thresholds of the maps ``raw``.
 
@@ -453,15 +692,24 @@ def uncertainty(
     alpha : float
     simultaneous : bool
     n_sim, seed : int
+    band : {"cells", "pixels"}
+        Simultaneous band: over the feature cells, carried to the pixels by interpolating the
+        cell SEs (``band_se``, the default), or over the upsampled pixels with their exact
+        SEs (``band_se = se``). See the module docstring.
 
     Returns
     -------
     dict
         ``se, z, mask_pointwise, pointwise_threshold`` and, when ``simultaneous``,
-        ``sim_threshold`` (N, C) and ``mask_simultaneous``.
+        ``sim_threshold`` (N, C), ``band_se`` (N, C, H, W) and ``mask_simultaneous``
+        (``|raw| > sim_threshold * band_se``).
     """
     n, p, h, w = acts.shape
     crit = float(stats.norm.ppf(1 - alpha / 2))
+    if not simultaneous and covs.shape[1] > h * w:
+        # wide factors: per class from the cells' Gram matrices (no per-rank field products)
+        return _cell_band(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed, crit,
+                          simulate=False) | {"pointwise_threshold": crit}
     if not simultaneous:
         # all classes at once; the simulation below keeps its per-class path and seeded draws
         aug = np.empty((p + 1, n, h, w))  # channels first, images next: cells are columns
@@ -470,11 +718,16 @@ def uncertainty(
         quad = [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
                 for k, big in ((h, size[0]), (w, size[1]))]
         with _one_blas_thread():
-            factors = [sqrt_factor(c) for c in covs]
+            factors = [cov_factor(c) for c in covs]
             se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)
         return {"se": se, "z": z, "mask_pointwise": mask_p, "pointwise_threshold": crit}
-    return _simulated(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed) | {
-        "pointwise_threshold": crit}
+    if band == "cells":
+        return _cell_band(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed, crit) | {
+            "pointwise_threshold": crit}
+    if band != "pixels":
+        raise ValueError(f"band={band!r}; use one of {BANDS}.")
+    out = _simulated(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed)
+    return out | {"band_se": out["se"], "pointwise_threshold": crit}
 
 
 def _simulated(

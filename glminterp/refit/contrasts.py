@@ -148,21 +148,32 @@ def contrast_matrix(spec, classes: Sequence, terms: Sequence[str]) -> tuple[np.n
 
 
 def _block_hvp(obj: E.MultinomialObjective, flat: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``I V`` for the columns of ``V`` ``(n_params, m)``: one pass, BLAS-3 per chunk."""
+    """``I V`` for the columns of ``V`` ``(n_params, m)``: one pass, BLAS-3 per chunk.
+
+    The per-row work is laid out ``(row, column, class)`` so that the class sums run over
+    contiguous memory: at K=1000 the elementwise part, not the two products, dominates
+    when ``p`` is small (3x faster than a ``(row, class, column)`` layout at p=8).
+    """
     q, j = obj.q, obj.j
     m = v.shape[1]
-    v3 = v.reshape(j, q, m).transpose(1, 0, 2)  # (q, J, m): Fortran order of (q, J) per column
-    w = np.ascontiguousarray(v3[1:]).reshape(q - 1, j * m)
-    w0 = v3[0].reshape(j * m)
-    out = np.zeros((q, j * m))
+    v3 = v.reshape(j, q, m).transpose(1, 2, 0)  # (q, m, J): [term, column, class]
+    w = np.ascontiguousarray(v3[1:]).reshape(q - 1, m * j)
+    w0 = np.ascontiguousarray(v3[0]).reshape(m * j)
+    out = np.zeros((q, m * j))
+    tmp = None
     for x, p in obj._prob_chunks(flat):
-        u = (x @ w + w0).reshape(-1, j, m)
-        u *= p[:, :, None]
-        u -= p[:, :, None] * u.sum(axis=1, keepdims=True)
-        u2 = u.reshape(-1, j * m)
-        out[0] += u2.sum(axis=0)
-        out[1:] += x.T @ u2
-    return out.reshape(q, j, m).transpose(1, 0, 2).reshape(j * q, m)
+        u = x @ w
+        u += w0
+        u3 = u.reshape(-1, m, j)
+        u3 *= p[:, None, :]
+        s = u3.sum(axis=2)
+        if tmp is None or tmp.shape != u3.shape:
+            tmp = np.empty_like(u3)
+        np.multiply(p[:, None, :], s[:, :, None], out=tmp)
+        u3 -= tmp
+        out[0] += u.sum(axis=0)
+        out[1:] += x.T @ u
+    return out.reshape(q, m, j).transpose(2, 0, 1).reshape(j * q, m)
 
 
 def _block_precond(obj: E.MultinomialObjective, flat: np.ndarray, gram_inv: np.ndarray):

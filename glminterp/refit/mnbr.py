@@ -31,7 +31,12 @@ zero slopes (the default) has ``I = D_0 (x) X1'X1``: step 1 is then computed fro
 structure at the cost of one Gram matrix.
 
 Cost and convergence: each outer iteration is about two information matrices plus a Cholesky
-inverse, ``O(N (K-1)^2 (p+1)^2)``. The Fisher metric omits the penalty's curvature, so that
+inverse, ``O(N (K-1)^2 (p+1)^2)`` (measured at N=10k, p=256, K=10, one BLAS thread: information
+1.4 s, hat values 1.3 s, Cholesky and inverse 0.7 s; the MLE fit builds one information and
+one inverse). From a maximum-likelihood start these run in float32 on the centred design while
+far from the estimate (``precision``; :mod:`glminterp.refit.mnbr_single`, about 1.5 s per
+evaluation there), and the last evaluation, which decides convergence and gives the standard
+errors, in float64; the MLE's own information and covariance give the first adjusted score. The Fisher metric omits the penalty's curvature, so that
 iteration converges linearly, at a rate that grows with ``dim(b) / N`` and with separation
 (measured: ~0.1 on overlapping data at dim/N = 0.1, 0.85-0.98 on separated data). Where the
 exact Hessian of ``l*`` (:mod:`glminterp.refit.mnbr_hessian`, ``O((N K)^2 dim)``: it couples all
@@ -69,6 +74,12 @@ from glminterp.engine import (
 )
 from glminterp.head import reference_to_sum_to_zero_map
 from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
+from glminterp.refit.mnbr_single import (
+    SingleDesign,
+    solve32,
+    triangular_inverse32,
+    triangular_solve32,
+)
 from glminterp.refit.parametrize import sum_to_zero_cov
 
 TYPES: tuple[str, ...] = ("AS_mean",)
@@ -78,6 +89,12 @@ _TINY = 1e-200
 # at most NEWTON_RATIO adjusted scores (Newton takes ~10-30 steps, the Fisher metric 100s)
 NEWTON_FLOPS = 2e9
 NEWTON_RATIO = 50.0
+# precision="auto": float32 evaluations while far, where one evaluation costs over SINGLE_FLOPS
+SINGLE_FLOPS = 2e9
+_SINGLE_NOISE = 1e-5  # float32 logdet rounding per parameter (l* comparisons)
+# float32 -> float64 once the Fisher step is below _SWITCH * tol, or stops shrinking below 1e-3
+# (the float32 rounding floor: about 1e-8 measured at N=10k, p=256, K=10 after centring)
+_SWITCH = 10.0
 
 
 # ============================================================================ row-wise pieces
@@ -106,14 +123,25 @@ def hat_quantities_chunk(x: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> n
     ndarray, shape (n, K)
         ``h_nk = p_nk (e_k - p_n)' V_n (e_k - p_n)`` with ``V_n[j, l] = x1_n' inv_jl x1_n``.
     """
-    n, q, j = x.shape[0], x.shape[1] + 1, probs.shape[1]
-    x1 = add_const(x)
-    v = np.empty((n, j, j))
+    return _hats_x1(add_const(x), probs, inv)
+
+
+def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """:func:`hat_quantities_chunk` from ``x1 = [1, x]``; ``V`` in the precision of ``inv``."""
+    n, q, j = x1.shape[0], x1.shape[1], probs.shape[1]
+    v = np.empty((n, j, j), dtype=inv.dtype)
     for a in range(j):  # V is symmetric: blocks (a, l >= a) only
         z = (x1 @ inv[a * q : (a + 1) * q, a * q :]).reshape(n, j - a, q)
         va = np.einsum("nlq,nq->nl", z, x1)
         v[:, a, a:] = va
         v[:, a:, a] = va
+    return hats_from_blocks(v, probs)
+
+
+def hats_from_blocks(v: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Hat values ``h_nk = p_nk (e_k - p_n)' V_n (e_k - p_n)`` from the blocks ``V_n``."""
+    n, j = probs.shape
+    v = v.astype(np.float64, copy=False)
     vp = np.einsum("nkl,nl->nk", v, probs)
     pvp = np.einsum("nk,nk->n", vp, probs)
     out = np.empty((n, j + 1))
@@ -158,6 +186,9 @@ class _Point:
     fisher: np.ndarray | None = None
     kron: tuple | None = None  # zero-slope point: (D0^-1, G^-1, leverages)
     inverse: np.ndarray | None = field(default=None, repr=False)
+    single: SingleDesign | None = None  # float32 point: chol, inverse in centred coordinates
+    rinv: np.ndarray | None = field(default=None, repr=False)  # float32: R^-1 (I = R'R)
+    noise: float = 0.0  # rounding of logdet (float32 points)
 
     @property
     def pll(self) -> float:
@@ -168,10 +199,17 @@ class _Point:
             d_inv, g_inv, _ = self.kron
             return g_inv @ r @ d_inv
         q, j = r.shape
+        if self.single is not None:
+            rc = self.single.center_score(r).ravel(order="F")
+            sc = (triangular_solve32(self.rinv, rc) if self.rinv is not None
+                  else solve32(self.chol[0], rc))
+            return self.single.uncenter_step(sc.reshape(q, j, order="F"))
         return cho_solve(self.chol, r.ravel(order="F"), check_finite=False).reshape(
             q, j, order="F")
 
     def inverse_fisher(self) -> np.ndarray:
+        if self.single is not None:
+            raise RuntimeError("a float32 point has no float64 inverse information")
         if self.inverse is None:
             if self.kron is not None:
                 d_inv, g_inv, _ = self.kron
@@ -181,6 +219,8 @@ class _Point:
         return self.inverse
 
     def fisher_matrix(self) -> np.ndarray:
+        if self.single is not None:
+            raise RuntimeError("a float32 point has no float64 information")
         if self.fisher is None:  # zero-slope point: rebuild from the Kronecker factors
             d_inv, g_inv, _ = self.kron
             self.fisher = np.kron(np.linalg.inv(d_inv), np.linalg.inv(g_inv))
@@ -195,6 +235,14 @@ class _Point:
             quad = np.einsum("kj,jl,kl->k", e, d_inv, e)
             pk = np.r_[1.0 - p.sum(), p]
             return lev[:, None] * (pk * quad)[None, :]
+        if self.single is not None:  # centred float32 design (the same leverages)
+            x1, p, n = self.single.x1c, self.probs, x.shape[0]
+            if self.inverse is not None:
+                return np.vstack([_hats_x1(x1[i : i + chunk], p[i : i + chunk], self.inverse)
+                                  for i in range(0, n, chunk)])
+            rows = chunk  # W_n is J x dim per row: about 4.5x the chunk's information rows
+            return np.vstack([hats_from_blocks(self.single.blocks(x1[i : i + rows], self.rinv),
+                                               p[i : i + rows]) for i in range(0, n, rows)])
         inv = self.inverse_fisher()
         return np.vstack([
             hat_quantities_chunk(x[i : i + chunk], self.probs[i : i + chunk], inv)
@@ -225,6 +273,42 @@ def _evaluate(x, onehot, beta, chunk, fisher: np.ndarray | None = None) -> _Poin
         raise _singular(err) from err
     logdet = 2.0 * float(np.sum(np.log(np.diag(chol[0]))))
     return _Point(beta, probs, llf, score, logdet, chol=chol, fisher=fisher)
+
+
+def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
+                     cov=None) -> _Point:
+    """A float32 point (see :mod:`glminterp.refit.mnbr_single`); ``fisher``/``cov``: given
+    float64 information and its inverse at ``beta`` (e.g. the MLE's), then not rebuilt."""
+    llf, score, probs = _loglike(x, onehot, None, beta)
+    f32 = (design.fisher(probs, chunk) if fisher is None
+           else design.center_fisher(fisher).astype(np.float32, order="F"))
+    try:
+        c = cho_factor(f32, lower=False, overwrite_a=True, check_finite=False)[0]
+        d = np.diag(c).astype(np.float64)
+        if not np.all(d > 0):
+            raise LinAlgError("float32 Cholesky factor with a zero pivot")
+        inv = None if cov is None else design.center_cov(cov).astype(np.float32)
+        rinv = triangular_inverse32(c, design.q) if cov is None else None  # over c
+    except LinAlgError:  # float32 too coarse here: this point in float64
+        return _evaluate(x, onehot, beta, chunk, fisher=fisher)
+    logdet = 2.0 * float(np.sum(np.log(d)))
+    return _Point(beta, probs, llf, score, logdet, chol=None if cov is None else (c, False),
+                  inverse=inv, rinv=rinv, single=design, noise=_SINGLE_NOISE * beta.size)
+
+
+def _point(x, onehot, beta, chunk, trace: dict) -> _Point:
+    """A new point, in float32 while ``trace["single"]`` holds the design, else float64."""
+    trace["n_fisher"] += 1
+    if trace.get("single") is not None:
+        pt = _evaluate_single(trace["single"], x, onehot, beta, chunk)
+        trace["n_single"] += pt.single is not None
+        return pt
+    return _evaluate(x, onehot, beta, chunk)
+
+
+def _floor(*pts: _Point) -> float:
+    """Tolerance of a comparison of ``l*`` values: rounding at the optimum, float32 logdets."""
+    return max([1e-12 * max(1.0, abs(pts[0].pll))] + [p.noise for p in pts])
 
 
 def _evaluate_zero_slopes(x, onehot, beta) -> _Point:
@@ -303,13 +387,11 @@ def _adjusted_score(x: np.ndarray, pt: _Point, h: np.ndarray) -> np.ndarray:
 def _move(x, onehot, pt: _Point, target: np.ndarray, chunk: int, trace: dict) -> _Point | None:
     """Step halving on ``l*`` from ``pt`` toward ``target``; None if no ascent is found."""
     step = target - pt.beta
-    floor = 1e-12 * max(1.0, abs(pt.pll))  # l* is flat to rounding at the optimum
     t = 1.0
     for _ in range(30):
         try:
-            cand = _evaluate(x, onehot, pt.beta + t * step, chunk)
-            trace["n_fisher"] += 1
-            if np.isfinite(cand.pll) and cand.pll >= pt.pll - floor:
+            cand = _point(x, onehot, pt.beta + t * step, chunk, trace)
+            if np.isfinite(cand.pll) and cand.pll >= pt.pll - _floor(pt, cand):
                 return cand
         except FisherSingularError:
             pass  # overflowing step: probabilities saturate; shorten
@@ -319,6 +401,7 @@ def _move(x, onehot, pt: _Point, target: np.ndarray, chunk: int, trace: dict) ->
 
 _FAR = 0.1  # Fisher-metric steps above this are taken by the pseudo-data solve (globalisation)
 _DEPTH = 5  # Anderson acceleration: secant pairs kept
+_MIN_HIST = 2  # points before the first extrapolation
 
 
 def _direction(x, onehot, pt: _Point, h, step, smax, tol, trace) -> np.ndarray:
@@ -353,6 +436,12 @@ def _examine(x, pt: _Point, tol: float, max_iter: int, chunk: int, trace: dict):
     step = pt.solve(grad)
     smax = float(np.max(np.abs(step)))
     trace["history"].append((pt.pll, smax, float(np.max(np.abs(grad)))))
+    if pt.single is not None:  # never stop at a float32 point; switch when close or stalled
+        prev = trace.get("last_single")
+        if smax <= _SWITCH * tol or (prev is not None and smax >= prev and smax < 1e-3):
+            trace["single"] = None
+        trace["last_single"] = smax
+        return h, grad, step, smax, (False if trace["n_iter"] >= max_iter else None)
     if smax <= tol:
         return h, grad, step, smax, True
     if trace["n_iter"] >= max_iter:
@@ -375,18 +464,20 @@ def _iterate(x, onehot, pt: _Point, tol: float, max_iter: int, chunk: int, trace
             return pt, step, grad, done
         if polish and smax <= _FAR:  # near: Newton's quadratic convergence, in the same basin
             trace["polished_at"] = trace["n_iter"]
+            if pt.single is not None:  # Newton's Hessian needs the float64 information
+                trace["single"] = None
+                pt = _point(x, onehot, pt.beta, chunk, trace)
             return _newton_iterate(x, onehot, pt, tol, max_iter, chunk, trace)
         trace["n_iter"] += 1
         f = _direction(x, onehot, pt, h, step, smax, tol, trace)
         hist = [] if smax > _FAR else [*hist, (pt.beta, f)][-(_DEPTH + 1):]
         new = None
-        if len(hist) >= 2:
+        if len(hist) >= _MIN_HIST:
             try:
-                new = _evaluate(x, onehot, _anderson(hist, pt.beta, f), chunk)
-                trace["n_fisher"] += 1
+                new = _point(x, onehot, _anderson(hist, pt.beta, f), chunk, trace)
             except FisherSingularError:
                 new = None
-            if new is not None and not new.pll >= pt.pll - 1e-12 * max(1.0, abs(pt.pll)):
+            if new is not None and not new.pll >= pt.pll - _floor(pt, new):
                 new, hist = None, []
         if new is None:
             new = _move(x, onehot, pt, pt.beta + f, chunk, trace)
@@ -475,6 +566,8 @@ class MultinomialBRResult:
         ``"fisher+newton"`` (Fisher metric while far, then Newton).
     n_hessian : int
         Exact Hessians computed (``method="newton"``).
+    n_single : int
+        Evaluations in float32 (``precision="mixed"``), included in ``n_fisher``.
     tol : float
     type : str
         ``"AS_mean"``.
@@ -507,6 +600,7 @@ class MultinomialBRResult:
     seconds: float
     method: str = "fisher"
     n_hessian: int = 0
+    n_single: int = 0
 
     def __post_init__(self):
         for a in (self.params, self.cov, self.fisher):
@@ -576,6 +670,8 @@ def fit_multinomial_br(
     type: str = "AS_mean",
     method: str = "auto",
     start_fisher=None,
+    start_cov=None,
+    precision: str = "auto",
 ) -> MultinomialBRResult:
     """Mean bias-reduced baseline-category logit (Kosmidis & Firth 2011; brglm2 AS_mean).
 
@@ -611,6 +707,18 @@ def fit_multinomial_br(
     start_fisher : ndarray, optional
         The Fisher information at ``start`` (e.g. the maximum-likelihood fit's), which then is
         not rebuilt.
+    start_cov : ndarray, optional
+        Its inverse (the maximum-likelihood covariance), used with ``start_fisher`` for the
+        first adjusted score instead of inverting again.
+    precision : {"auto", "double", "mixed"}
+        ``"mixed"``: the information matrices and hat values of the iterations far from the
+        estimate in float32 (about twice as fast; see :mod:`glminterp.refit.mnbr_single`),
+        then float64 from the point where the Fisher step falls below ``10 tol`` or stops
+        shrinking (the float32 rounding floor), so the stopping test, the estimate and its
+        standard errors are float64 (equal to ``"double"``'s to the tolerance). ``"auto"``:
+        ``"mixed"`` for the Fisher-metric iteration from a maximum-likelihood start (with
+        ``start_fisher``) where one evaluation costs over ``SINGLE_FLOPS``, else ``"double"``.
+        Newton's iteration is always float64.
 
     Returns
     -------
@@ -631,17 +739,15 @@ def fit_multinomial_br(
     onehot = np.zeros((arr.shape[0], j))
     pos = c > 0
     onehot[np.flatnonzero(pos), c[pos] - 1] = 1.0
-    trace = {"n_iter": 0, "n_fisher": 0, "n_hvp": 0, "n_hessian": 0, "history": []}
-    if start_fisher is not None:
-        pt = _evaluate(arr, onehot, b0, chunk, fisher=_checked_fisher(start_fisher, b0.size))
-    elif np.all(b0[1:] == 0.0):
-        pt = _evaluate_zero_slopes(arr, onehot, b0)
-    else:
-        pt = _evaluate(arr, onehot, b0, chunk)
-        trace["n_fisher"] += 1
+    trace = {"n_iter": 0, "n_fisher": 0, "n_hvp": 0, "n_hessian": 0, "n_single": 0,
+             "history": [],
+             "single": _choose_precision(precision, method, arr, k,
+                                         from_mle=start_fisher is not None)}
+    pt = _first_point(arr, onehot, b0, chunk, trace, start_fisher, start_cov)
     pt, step, grad, ok = _run(method, arr, onehot, pt, float(tol), int(max_iter), chunk, trace)
-    if start_fisher is not None and trace["n_iter"] == 0:  # judged on a given information
-        pt = _evaluate(arr, onehot, b0, chunk)
+    if (start_fisher is not None and trace["n_iter"] == 0) or pt.single is not None:
+        trace["single"] = None  # judged on a given information, or stopped in float32
+        pt = _point(arr, onehot, pt.beta, chunk, trace)
         pt, step, grad, ok = _run(method, arr, onehot, pt, float(tol), int(max_iter), chunk,
                                   trace)
     if method == "fisher+newton" and "polished_at" not in trace:
@@ -660,7 +766,50 @@ def fit_multinomial_br(
         score_norm=float(np.max(np.abs(grad))), history=tuple(trace["history"]),
         n_fisher=trace["n_fisher"], n_hvp=trace["n_hvp"], tol=float(tol), type=type,
         n_obs=arr.shape[0], n_classes=k, seconds=time.perf_counter() - t0, method=method,
-        n_hessian=trace["n_hessian"])
+        n_hessian=trace["n_hessian"], n_single=trace["n_single"])
+
+
+def _first_point(x, onehot, b0, chunk, trace, start_fisher, start_cov) -> _Point:
+    """The start: from a given information (and inverse), the Kronecker structure, or built."""
+    if start_fisher is None:
+        if np.all(b0[1:] == 0.0):
+            return _evaluate_zero_slopes(x, onehot, b0)
+        return _point(x, onehot, b0, chunk, trace)
+    fisher = _checked_fisher(start_fisher, b0.size)
+    cov = None if start_cov is None else _checked_fisher(start_cov, b0.size, "start_cov")
+    if trace["single"] is not None:
+        pt = _evaluate_single(trace["single"], x, onehot, b0, chunk, fisher=fisher, cov=cov)
+        trace["n_single"] += pt.single is not None
+        return pt
+    pt = _evaluate(x, onehot, b0, chunk, fisher=fisher)
+    pt.inverse = cov
+    return pt
+
+
+PRECISIONS: tuple[str, ...] = ("auto", "double", "mixed")
+
+
+def _choose_precision(precision: str, method: str, x: np.ndarray, n_classes: int,
+                      from_mle: bool) -> SingleDesign | None:
+    """The float32 design for ``"mixed"`` (None: float64 throughout).
+
+    ``"auto"`` takes float32 only from a maximum-likelihood start (``from_mle``: overlap is
+    proved there); from the null start under separation ``l*`` can have several maxima, and
+    the float64 path is the one the R fixtures pin to brglm2's.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not available; use one of {PRECISIONS}.")
+    if precision == "double" or method == "newton" or (
+            precision == "auto" and (method != "fisher" or not from_mle
+                                     or not _single_pays(x.shape[0], x.shape[1], n_classes))):
+        return None
+    return SingleDesign(x, n_classes)
+
+
+def _single_pays(n_obs: int, n_units: int, n_classes: int) -> bool:
+    """True where one evaluation (information and hat values, ``2 N dim^2``) is costly."""
+    dim = (n_units + 1) * (n_classes - 1)
+    return 2.0 * n_obs * dim * dim > SINGLE_FLOPS
 
 
 METHODS: tuple[str, ...] = ("auto", "newton", "fisher")
@@ -683,12 +832,18 @@ def _choose_method(method: str, n_obs: int, n_classes: int, dim: int) -> str:
     return "fisher+newton" if hess <= max(NEWTON_FLOPS, NEWTON_RATIO * score) else "fisher"
 
 
-def _checked_fisher(fisher, dim: int) -> np.ndarray:
+def _checked_fisher(fisher, dim: int, name: str = "start_fisher") -> np.ndarray:
+    """A read-only Fortran-ordered view where possible (the matrix is symmetric: a C-ordered
+    one is used transposed), else a copy."""
     f = np.asarray(fisher, dtype=np.float64)
     if f.shape != (dim, dim) or not np.all(np.isfinite(f)):
-        raise ValueError(f"start_fisher must be the finite ({dim}, {dim}) Fisher information at "
-                         f"start; got shape {f.shape}.")
-    return np.array(f, order="F")
+        what = "Fisher information" if name == "start_fisher" else "inverse Fisher information"
+        raise ValueError(f"{name} must be the finite ({dim}, {dim}) {what} at start; got "
+                         f"shape {f.shape}.")
+    f = f.T if f.flags.c_contiguous and not f.flags.f_contiguous else np.asfortranarray(f)
+    f = f.view()
+    f.flags.writeable = False
+    return f
 
 
 def penalized_loglik(x, codes, n_classes: int, beta) -> tuple[float, float]:

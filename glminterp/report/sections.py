@@ -81,9 +81,10 @@ def cam_gallery(r: StudyResult, rb: ReportBuilder, images: LabeledImages) -> Non
             if glm.mask_simultaneous is not None:
                 panels["mask simultaneous"] = glm.for_targets(targets, "mask_simultaneous")
             rb.text("cam", "SE: delta-method standard error of the GLM CAM at each location; "
-                    "z = CAM / SE; masks: |z| above the pointwise normal quantile, and above the "
-                    "simultaneous threshold over all locations of the image (simulated from "
-                    f"N(beta_hat, Sigma), seed {r.seed}).")
+                    "z = CAM / SE; masks: |z| above the pointwise normal quantile, and the "
+                    "simultaneous band CAM +- t * band_se excluding 0, with t the max-|z| "
+                    "quantile over the feature cells (simulated from N(beta_hat, Sigma), seed "
+                    f"{r.seed}) and band_se the interpolated cell SEs (valid at every pixel).")
     rb.figure("cam", plots.cam_gallery(_gray(images), panels, _row_labels(images)), "cam_gallery",
               caption="Rows: test images (true class); columns: the maps of that class.")
     glm = r.extras.get("cam")

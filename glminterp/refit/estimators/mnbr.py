@@ -55,7 +55,7 @@ class MultinomialBiasReduction:
 
     name = "mnbr"
     remedy = "mnbr"
-    options = ("tol", "max_iter", "method")
+    options = ("tol", "max_iter", "method", "precision")
     proves_overlap = True  # fit() decides separation itself (see the module docstring)
 
     @property
@@ -79,13 +79,15 @@ class MultinomialBiasReduction:
 
         opts = check_options(self.name, self.options, ctx.options)
         # The Fisher-metric iteration converges linearly (faster from the MLE start, whose
-        # information is reused); small heads finish by exact-Hessian Newton (method="auto").
+        # information and covariance give the first step); small heads finish by exact-Hessian
+        # Newton (method="auto"); large ones evaluate in float32 while far (precision="auto").
         opts.setdefault("max_iter", DEFAULT_MAX_ITER)
-        start, fisher = overlap_by_mle(model, ctx)
+        start, fisher, cov = overlap_by_mle(model, ctx)
         if start is None:
             model.separation_checks(run=True)
         res = fit_multinomial_br(model.features.to_numpy(dtype=np.float64), model.y,
-                                 model.n_classes, start=start, start_fisher=fisher, **opts)
+                                 model.n_classes, start=start, start_fisher=fisher,
+                                 start_cov=cov, **opts)
         if not res.converged:
             ratio = beta_size(model) / model.n_obs
             raise FitError(
@@ -107,9 +109,10 @@ class MultinomialBiasReduction:
         )
 
 
-def overlap_by_mle(model, ctx: FitContext) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """``(MLE, its Fisher information)`` if the engine reaches a clean optimum (recorded as
-    proof of overlap), else ``(None, None)``."""
+def overlap_by_mle(model, ctx: FitContext) -> tuple:
+    """``(MLE, its Fisher information, its inverse)`` if the engine reaches a clean optimum
+    (recorded as proof of overlap), else ``(None, None, None)``; the information and its
+    inverse are None where the engine did not return them."""
     from glminterp.refit.estimators.ml_fast import warm_start
 
     target = model.targets()[0]
@@ -124,16 +127,18 @@ def overlap_by_mle(model, ctx: FitContext) -> tuple[np.ndarray | None, np.ndarra
                                     lk.loglik_multinomial(model.x, target.y, beta),
                                     target.null_ll, er.fisher, info_factored=True)
     except _FAILURES:
-        return None, None
+        return None, None, None
     if not verdict.clean:
         log.info("maximum-likelihood fit is not a clean optimum (%s): separation LP",
                  verdict.reason)
-        return None, None
+        return None, None, None
     model.record_overlap(0, "clean maximum-likelihood optimum")
-    fisher = getattr(er, "fisher", None)
+    fisher, cov = getattr(er, "fisher", None), getattr(er, "cov", None)
     if fisher is None or np.shape(fisher) != (beta.size, beta.size):
-        return beta, None
-    return beta, np.asarray(fisher, dtype=np.float64)
+        return beta, None, None
+    if cov is None or np.shape(cov) != (beta.size, beta.size):
+        cov = None
+    return beta, np.asarray(fisher, dtype=np.float64), cov
 
 
 def beta_size(model) -> int:
