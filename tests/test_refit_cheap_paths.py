@@ -186,3 +186,19 @@ def test_the_hand_over_to_statsmodels_is_deferred_with_the_same_numbers():
     stz = res.coefficient_table("sum_to_zero")  # SEs from the full covariance, as before
     ref = np.sqrt(np.diag(sum_to_zero_cov(cov, 8, 31)))
     np.testing.assert_allclose(stz["se"], ref, rtol=1e-12)
+
+
+def test_a_deferred_result_pickles_and_copies_with_the_same_tables():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(13)
+    x = np.maximum(rng.standard_normal((900, 25)) + 0.2, 0.0)
+    y = rng.integers(0, 9, 900)  # 26 x 8 = 208 parameters: the fast engine
+    res = gi.refit_output_layer(make_acts(x, y), progress=False)
+    table = res.coefficients
+    for other in (pickle.loads(pickle.dumps(res)), copy.deepcopy(res)):
+        pd.testing.assert_frame_equal(other.coefficients, table)
+        np.testing.assert_array_equal(other.cov_params().to_numpy(),
+                                      res.cov_params().to_numpy())
+        assert other.agreement_test == res.agreement_test

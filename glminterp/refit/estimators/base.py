@@ -54,6 +54,13 @@ class Deferred:
                     self._done = True
         return self._value
 
+    def __getstate__(self):  # pickle / deepcopy the value (the lock does not pickle)
+        return {"value": self.get()}
+
+    def __setstate__(self, state):
+        self._value, self._make, self._done = state["value"], None, True
+        self._lock = threading.Lock()
+
 
 @dataclass
 class EstimatorFit:
