@@ -35,28 +35,37 @@ class _Record(NamedTuple):
 
 
 def _trace(model: nn.Module, example: torch.Tensor) -> tuple[list[_Record], dict[str, int]]:
-    """One eval-mode forward pass recording every named module's (inputs, output) per call, in
-    completion order (a container completes after its children), and each module's call count."""
+    """One eval-mode forward pass recording every named module's output (and, for the
+    ``nn.Linear`` modules that can be the head, its inputs) per call, in completion order (a
+    container completes after its children), and each module's call count.
+
+    Runs on a copy of ``example``, so a model that changes its input in place leaves the
+    caller's tensor as it was (extraction then runs those rows once, like every other row).
+    Outputs are cloned inside the hook: a later in-place op (``ReLU(inplace=True)``) must not
+    change what an earlier module returned.
+    """
     records: list[_Record] = []
     calls: dict[str, int] = {}
-    handles = []
+    names = {m: n for n, m in model.named_modules() if n}
 
-    def make_hook(name: str):
-        def hook(module, inputs, output):
-            calls[name] = calls.get(name, 0) + 1
-            out = output.detach().clone() if isinstance(output, torch.Tensor) else output
-            ins = tuple(i.detach().clone() if isinstance(i, torch.Tensor) else i for i in inputs)
-            records.append(_Record(name, module, ins, out, calls[name]))
-
-        return hook
+    def hook(module, inputs, output):
+        name = names[module]
+        calls[name] = k = calls.get(name, 0) + 1
+        out = output.detach().clone() if isinstance(output, torch.Tensor) else output
+        ins = (
+            tuple(i.detach().clone() if isinstance(i, torch.Tensor) else i for i in inputs)
+            if isinstance(module, nn.Linear)  # only a Linear's inputs are read (the head's)
+            else ()
+        )
+        records.append(_Record(name, module, ins, out, k))
 
     with model_guard(model):
+        handles = []
         try:
-            for name, module in model.named_modules():
-                if name:
-                    handles.append(module.register_forward_hook(make_hook(name)))
+            for module in names:
+                handles.append(module.register_forward_hook(hook))
             with torch.inference_mode():
-                model(example)
+                model(example.clone())
         finally:
             for h in handles:
                 h.remove()
@@ -253,13 +262,17 @@ def _traced_input_layer(
 
 def _head_weights(head_module: nn.Linear, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Float64 copies of the head's weight ``(K, p)`` and bias ``(K,)`` (zeros if it has none)."""
-    w = head_module.weight.detach().to("cpu", torch.float64, copy=True).numpy()
-    b = (
-        head_module.bias.detach().to("cpu", torch.float64, copy=True).numpy()
-        if head_module.bias is not None
-        else np.zeros(k)
-    )
-    return w, b
+    b = head_module.bias
+    return _float64(head_module.weight), (np.zeros(k) if b is None else _float64(b))
+
+
+def _float64(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of a parameter (numpy's cast of a CPU float32 one: no dispatch;
+    float32 -> float64 is exact either way)."""
+    t = t.detach()
+    if t.is_cpu and t.dtype in (torch.float32, torch.float64):
+        return t.numpy().astype(np.float64)
+    return t.to("cpu", torch.float64, copy=True).numpy()
 
 
 def _head_classes(classes, link_used: str, k: int, head_name: str) -> tuple[str, ...]:

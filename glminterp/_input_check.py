@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
@@ -64,10 +65,16 @@ def _plain_linear(m: nn.Module) -> bool:
 
 
 def _reads_every_input(m: nn.Linear) -> bool:
-    """Every input column of the weight holds a normal, nonzero number (checked only for the
-    layer chosen: reading every weight of a large model would cost more than it saves)."""
+    """Every input column of the weight holds a normal, nonzero number: the largest ``|w|`` of
+    each column is at least the smallest normal (checked only for the layer chosen: reading
+    every weight of a large model would cost more than it saves). A NaN weight fails it."""
     w = m.weight.detach()
-    return bool((w.abs() >= torch.finfo(w.dtype).tiny).any(dim=0).all())
+    tiny = torch.finfo(w.dtype).tiny
+    if w.device.type == "cpu" and w.dtype in (torch.float32, torch.float64):
+        wn = w.numpy()  # numpy's column reduction is ~2x torch's on a small weight
+        # np.maximum propagates NaN (a NaN column fails, as ``abs(nan) >= tiny`` does)
+        return bool((np.maximum(wn.max(axis=0), -wn.min(axis=0)) >= tiny).all())
+    return bool((w.abs().amax(dim=0) >= tiny).all())
 
 
 class InputCheck:

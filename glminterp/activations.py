@@ -8,7 +8,6 @@ outputs per sample (``obs``), the optional full conv maps, and a description of 
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import math
 import warnings
@@ -20,13 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from glminterp import _extract_checks as chk
-from glminterp._input_check import InputCheck
+from glminterp._frame_strings import constant_strings, default_ids
+from glminterp._recording import LayerPlan, Recording, plan_layers, record
 from glminterp.data import LabeledImages
 from glminterp.head import Head, HeadError, detect_head
-from glminterp.hooks import POOLS, ActivationRecorder, model_device, pool_output, resolve_layers
+from glminterp.hooks import POOLS, model_device
 from glminterp.train import warn_model_input_shape
 
 
@@ -412,9 +411,11 @@ def extract_activations(
     # called here, not in a helper: its warning points at the caller of this function
     warn_model_input_shape(model, first[0])
     head_desc, head_error = _optional_head(model, first[0].to(device), head, link, classes)
-    plan = _plan_layers(model, layers, head_desc, head_error, pool)
+    modules = dict(model.named_modules())
+    plan = plan_layers(model, layers, head_desc, head_error, pool, modules)
     whole = info.get("whole", False)
-    rec = _record(model, plan, first, batches, device, progress, n_total, keep_maps, pool, whole)
+    rec = record(model, plan, first, batches, device, progress, n_total, keep_maps, pool, whole,
+                 modules)
     if whole:
         rec.labels, rec.ids = info["labels"], [] if info["ids"] is None else [info["ids"]]
     logits = rec.logit_rows.result()
@@ -432,7 +433,7 @@ def extract_activations(
     if head_error is not None:
         metadata["head_error"] = head_error
         warnings.warn(f"No GLM head detected: {head_error}", stacklevel=2)
-    kept = {k2: torch.cat(v).numpy() for k2, v in rec.maps.items() if v}
+    kept = {k2: v.array() for k2, v in rec.maps.items() if v.pos}
     return Activations(
         features=_LazyFrame(
             lambda: pd.DataFrame(values, index=index(), columns=columns(), copy=False)
@@ -467,69 +468,6 @@ def _optional_head(model, example, head, link, classes) -> tuple[Head | None, st
     return desc, None
 
 
-@dataclass(frozen=True)
-class _LayerPlan:
-    """The layers asked for and where each is recorded."""
-
-    names: list[str]  # resolved layer names, in the order asked
-    head_in: str | None  # "<head>#in" when the head's own input gives the regressors
-    input_layer: str | None  # the head's input layer, when ``head_in`` stands in for it
-    hooked: list[str]  # the specs the recorder hooks
-
-
-def _plan_layers(model, layers, head_desc, head_error, pool) -> _LayerPlan:
-    if layers is None:
-        if head_desc is None:
-            raise HeadError(f"layers=None needs a detectable head: {head_error}")
-        layers = [head_desc.input_layer]
-    names = resolve_layers(model, layers)
-    # the head's regressors are recorded where they are exact: the head's own input (a forward
-    # pre-hook); a GAP head's input layer is still hooked for its maps and shape
-    head_in = _head_input_spec(head_desc, names, pool)
-    input_layer = head_desc.input_layer if head_in is not None else None
-    hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
-    if head_in is not None:
-        hooked = list(dict.fromkeys([*hooked, head_in]))
-    return _LayerPlan(names, head_in, input_layer, hooked)
-
-
-@dataclass
-class _Recording:
-    """What the forward passes recorded."""
-
-    records: dict  # pooled outputs per hooked spec (the recorder's ``records``)
-    head_rows: _Rows
-    logit_rows: _Rows
-    labels: torch.Tensor | None
-    ids: list  # per-batch id arrays (empty when no ids were given)
-    maps: dict[str, list[torch.Tensor]]
-    shapes: dict[str, tuple]
-
-
-def _record(model, plan: _LayerPlan, first, batches, device, progress, n_total, keep_maps,
-            pool, whole: bool) -> _Recording:
-    """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
-    maps: dict[str, list[torch.Tensor]] = {n: [] for n in plan.names}
-    shapes: dict[str, tuple] = {}
-    head_rows, logit_rows = _Rows(n_total, check=True), _Rows(n_total)
-
-    def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
-        if name == plan.head_in:  # straight into its preallocated rows: one copy
-            shapes[name] = tuple(out.shape[1:])
-            head_rows.write(out)
-            return None
-        shapes[name] = tuple(out.shape[1:])
-        if keep_maps and out.dim() == 4:
-            maps[name].append(out.to("cpu", torch.float32, copy=True))
-        return pool_output(out, pool)
-
-    with ActivationRecorder(model, plan.hooked, reduce) as rec:
-        labels, ids = _run_batches(
-            rec, first, batches, device, progress, (head_rows, logit_rows), n_total, whole
-        )
-    return _Recording(rec.records, head_rows, logit_rows, labels, ids, maps, shapes)
-
-
 def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray | None:
     """The given ids (checked complete and unique), or None for the default ``"0", "1", ...``
     (built only when a frame needs them)."""
@@ -543,7 +481,7 @@ def _sample_ids(ids: list, n: int, info: dict) -> np.ndarray | None:
     return ids
 
 
-def _feature_values(plan: _LayerPlan, rec: _Recording, index):
+def _feature_values(plan: LayerPlan, rec: Recording, index):
     """The ``(N, p)`` feature matrix (checked finite) and a function giving its column names
     (formatted only when a frame needs them); fills in the unit shape of a layer recorded
     through the head's input."""
@@ -580,7 +518,7 @@ def _class_names(head_desc: Head | None, classes, k: int) -> list[str]:
     return [str(c) for c in (classes if classes is not None and len(classes) == k else range(k))]
 
 
-def _metadata(model, info: dict, pool: str, seed, rec: _Recording) -> dict:
+def _metadata(model, info: dict, pool: str, seed, rec: Recording) -> dict:
     return {
         "model_class": type(model).__name__,
         "dataset": info.get("dataset", "user data"),
@@ -599,93 +537,9 @@ class _LazyIndex:
 
     def __call__(self) -> pd.Index:
         if self._index is None:
-            ids = self.ids if self.ids is not None else np.arange(self.n).astype(str)
-            self._index = pd.Index(ids, name="sample_id")
+            self._index = (default_ids(self.n) if self.ids is None
+                           else pd.Index(self.ids, name="sample_id"))
         return self._index
-
-
-def _head_input_spec(head: Head | None, names: list[str], pool: str) -> str | None:
-    """``"<head>#in"`` when the head's input layer is asked for and its columns are exactly
-    the head's input (dense units, or channel means of a GAP head pooled by ``"avg"``)."""
-    if head is None or head.input_layer not in names or (head.gap and pool != "avg"):
-        return None
-    return f"{head.name}#in"
-
-
-class _Rows:
-    """Per-batch outputs written into one preallocated float32 ``(N, p)`` buffer (one copy,
-    no concatenation); falls back to a list of copies when the row count is not known.
-
-    ``finite`` says whether every value written so far is finite: each batch is summed right
-    after its copy, while it is still in cache (a finite sum means every value is finite).
-    """
-
-    def __init__(self, n_total: int | None, check: bool = False) -> None:
-        self.n, self.pos, self.buf, self.parts = n_total, 0, None, []
-        self.check, self.finite = check, True
-
-    def write(self, t: torch.Tensor) -> None:
-        t = t.reshape(t.shape[0], -1)
-        b = t.shape[0]
-        end = self.pos + b
-        if self.n is not None and self.buf is None:
-            self.buf = torch.empty((self.n, t.shape[1]), dtype=torch.float32)
-        if self.buf is not None and end <= self.n and t.shape[1] == self.buf.shape[1]:
-            dst = self.buf[self.pos : end]
-            dst.copy_(t)
-        else:  # more rows than announced: keep what is written and continue with copies
-            if self.buf is not None:
-                self.parts, self.buf = [self.buf[: self.pos]], None
-                self.n = None
-            dst = t.to("cpu", torch.float32, copy=True)
-            self.parts.append(dst)
-        if self.check and self.finite:  # the float32 copy: a float64 value past float32's range is inf here
-            self.finite = math.isfinite(dst.sum().item())
-        self.pos = end
-
-    def result(self) -> torch.Tensor:
-        if self.buf is not None:
-            return self.buf[: self.pos]
-        return torch.cat(self.parts) if self.parts else torch.empty((0, 0))
-
-
-def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
-                 whole: bool):
-    """Forward every batch through the recorder; logits and the head's input go to ``rows``;
-    returns the labels and ids arrays a loader gave per batch (in-memory data holds them
-    whole: nothing to collect). Inputs are checked finite where it costs least
-    (:mod:`glminterp._input_check`); the first batch was checked before the head was traced.
-    """
-    head_rows, logit_rows = rows
-    labels, ids = [], []
-    collect_labels = not whole and first[1] is not None
-    bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
-    forward, model = rec.forward, rec.model
-    inputs = InputCheck(model, chk.check_finite_inputs)
-    inputs.probe()
-    try:
-        with torch.inference_mode():
-            for b, (x, y, i) in enumerate(itertools.chain([first], batches)):
-                start, xd = logit_rows.pos, x if x.device == device else x.to(device)
-                v = inputs.before(xd, i, start, b == 0)
-                out = forward(xd)
-                inputs.after(xd, i, start, v, b == 0)
-                if not isinstance(out, torch.Tensor):
-                    chk.check_output(out, model)
-                logit_rows.write(out)
-                if head_rows.pos != logit_rows.pos and head_rows.pos:
-                    raise ValueError("The head's input and output row counts differ.")
-                if collect_labels:
-                    labels.append(chk.label_tensor(y))
-                if not whole and i is not None:
-                    ids.append(np.asarray(i))
-                if bar is not None:
-                    bar.update(x.shape[0])
-    finally:
-        inputs.remove()
-        if bar is not None:
-            bar.close()
-    return (torch.cat(labels).cpu() if collect_labels else None), ids
 
 
 def _targets(labels: torch.Tensor | None, n: int, k: int):
@@ -715,10 +569,10 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
         "label": (
             pd.array(targets, dtype="Int64")
             if targets is not None and not per_output
-            else pd.array([pd.NA] * n, dtype="Int64")
+            else pd.arrays.IntegerArray(np.zeros(n, np.int64), np.ones(n, bool))  # all <NA>
         ),
         "pred": probs.argmax(axis=1).astype(np.int64) if k > 1 else (probs[:, 0] > 0.5).astype(np.int64),
-        "split": split_col,
+        "split": split_col() if callable(split_col) else split_col,
     }
     # one constructor call: inserting column by column copies the frame each time
     parts = [pd.DataFrame(columns, index=index),
@@ -728,14 +582,15 @@ def _obs_frame(logits, link, targets, split_col, index, cls_names) -> pd.DataFra
     return pd.concat(parts, axis=1)
 
 
-def _split_column(split, from_data, index: _LazyIndex, n: int) -> np.ndarray:
-    """Split names per row, checked here (built eagerly only for a Series, which needs ids)."""
+def _split_column(split, from_data, index: _LazyIndex, n: int):
+    """Split names per row, checked here (built eagerly only for a Series, which needs ids);
+    one name for every row is built when the frame is."""
     if split is None:
         if from_data is not None:
             return np.asarray(from_data).astype(str)
-        return np.full(n, "all")
+        return functools.partial(constant_strings, "all", n)
     if isinstance(split, str):
-        return np.full(n, split)
+        return functools.partial(constant_strings, split, n)
     if isinstance(split, pd.Series):
         ids = pd.Index(index())
         missing = ids.difference(split.index)

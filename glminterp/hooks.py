@@ -60,13 +60,16 @@ def parse_layer(spec: str) -> tuple[str, str, int | None]:
     )
 
 
-def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+def resolve_layers(model: nn.Module, layers: str | Sequence[str],
+                   modules: dict[str, nn.Module] | None = None) -> list[str]:
     """Validate layer specs (module names, optionally ``#k`` or ``#in``); returns them as a list
-    (order kept, duplicates dropped)."""
+    (order kept, duplicates dropped). ``modules`` is ``dict(model.named_modules())`` when the
+    caller has it already."""
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise ValueError("layers is empty; give at least one module name.")
-    modules = dict(model.named_modules())
+    if modules is None:
+        modules = dict(model.named_modules())
     for n in names:
         base = parse_layer(n)[0]
         if base not in modules or base == "":
@@ -167,6 +170,8 @@ class ActivationRecorder:
     eval_mode : bool
         Put the model in eval mode while recording. Flags, ``requires_grad`` and buffers are
         restored on exit (see :class:`model_guard`).
+    modules : dict, optional
+        ``dict(model.named_modules())``, when the caller has built it already.
 
     Attributes
     ----------
@@ -187,9 +192,11 @@ class ActivationRecorder:
         reduce: Callable[[str, torch.Tensor], object] | None = None,
         *,
         eval_mode: bool = True,
+        modules: dict[str, nn.Module] | None = None,
     ) -> None:
         self.model = model
-        self.layers = resolve_layers(model, layers)
+        self._modules = dict(model.named_modules()) if modules is None else modules
+        self.layers = resolve_layers(model, layers, self._modules)
         self.reduce = reduce or (lambda name, out: out.detach().to("cpu", copy=True))
         self.eval_mode = eval_mode
         self.records: dict[str, list] = {n: [] for n in self.layers}
@@ -252,15 +259,14 @@ class ActivationRecorder:
         self._calls.clear()
 
     def __enter__(self) -> ActivationRecorder:
-        modules = dict(self.model.named_modules())
+        modules = self._modules
         self._guard = model_guard(self.model, eval_mode=self.eval_mode)
         self._guard.__enter__()
         try:
-            if any(parse_layer(spec)[2] is not None for spec in self.layers):
+            if any(call is not None for *_, call in self._parsed):
                 # '#k' counts calls within one forward pass: restart with every pass
                 self._handles.append(self.model.register_forward_pre_hook(self._reset))
-            for spec in self.layers:
-                base, kind, call = parse_layer(spec)
+            for spec, base, kind, call in self._parsed:
                 fn = self._hook(spec, base, call, kind == "in")
                 reg = modules[base].register_forward_pre_hook if kind == "in" else (
                     modules[base].register_forward_hook
