@@ -129,15 +129,23 @@ class DesignFactor:
     norms: np.ndarray
 
 
-def design_factor(features: pd.DataFrame) -> DesignFactor | None:
-    """:class:`DesignFactor` of ``[1, features]``, or None with fewer rows than columns."""
-    x = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+def design_factor(features: pd.DataFrame, *, x1: np.ndarray | None = None) -> DesignFactor | None:
+    """:class:`DesignFactor` of ``[1, features]``, or None with fewer rows than columns.
+
+    ``x1``: that design already built (intercept first; not modified). One pass writes the
+    column-scaled copy in the memory order LAPACK factors in place, and only the ``q x q``
+    R factor is extracted (no second ``N x q`` copy).
+    """
+    x = (np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+         if x1 is None else np.asarray(x1, dtype=np.float64))
     if x.shape[0] < x.shape[1]:
         return None
     norms = np.linalg.norm(x, axis=0)
     norms[norms == 0] = 1.0
-    x /= norms
-    r = scipy.linalg.qr(x, mode="r", overwrite_a=True, check_finite=False)[0]
+    xs = np.empty(x.shape, order="F")
+    np.divide(x, norms, out=xs)
+    # mode="raw" returns the q x q R (mode="r" would triu the whole N x q work array)
+    r = scipy.linalg.qr(xs, mode="raw", overwrite_a=True, check_finite=False)[1]
     return DesignFactor(np.triu(r[: x.shape[1]]), norms)
 
 
@@ -302,10 +310,18 @@ def train_overlap(
     list of str
         The overlapping ids, in the order of ``ids``.
     """
-    ids = [str(i) for i in ids]
     train: set[str] = set()
     if obs is not None and "split" in obs.columns:
-        train |= {str(i) for i in obs.index[obs["split"].astype(str) == "train"]}
+        train |= {str(i) for i in obs.index[_is_train(obs["split"])]}
     if train_ids is not None:
         train |= {str(i) for i in train_ids}
-    return [i for i in ids if i in train]
+    if not train:  # the usual case: no string conversion of every refit id
+        return []
+    return [i for i in (str(j) for j in ids) if i in train]
+
+
+def _is_train(split: pd.Series) -> np.ndarray:
+    """``split == "train"`` row by row (vectorised for string and categorical columns)."""
+    if isinstance(split.dtype, (pd.StringDtype, pd.CategoricalDtype)):
+        return np.asarray((split == "train").fillna(False), dtype=bool)
+    return np.asarray(split.astype(str) == "train", dtype=bool)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from glminterp.head import Head
-from glminterp.refit.estimators.base import EstimatorFit
+from glminterp.refit.estimators.base import Deferred, EstimatorFit
 
 
 class _StreamedDesign:
@@ -70,10 +70,12 @@ def results_from_engine(er, *, head: Head | None = None, parametrization: str = 
              "n_params": int(k), "converged": bool(er.converged)}
     criterion = (f"engine: Newton step below tol, largest score component {er.grad_norm:.2g}"
                  if er.converged else f"not converged (largest score component {er.grad_norm:.2g})")
-    fit = EstimatorFit(beta=beta, cov=np.asarray(er.cov), results=er, stats=[stats],
+    # SEs from the engine's triangular inverse; the full covariance is formed when read
+    fit = EstimatorFit(beta=beta, cov=Deferred(lambda: np.asarray(er.cov)), results=er,
+                       stats=[stats],
                        inference="maximum likelihood (Wald, cov_type=nonrobust; streamed rows)",
                        engine=f"fast:{er.method}", converged=bool(er.converged),
-                       criterion=criterion)
+                       criterion=criterion, se=np.asarray(er.bse).ravel(order="F"))
     diagnostics = {"n_obs": design.n_obs, "events_per_parameter": float("nan"),
                    "engine": fit.engine, "convergence_criterion": criterion,
                    "separated": False, "separation": [], "notes": ["rows streamed out of core"]}

@@ -54,11 +54,62 @@ def firth_pll(x1: np.ndarray, y: np.ndarray, b: np.ndarray) -> float:
     return loglik_binomial(x1, y, b) + 0.5 * float(logdet)
 
 
+#: Above this size :func:`wald` tries a Cholesky factorisation first (one eigendecomposition
+#: of a 2,313-parameter covariance costs seconds; the factorisation a tenth of that).
+WALD_EIG_MAX = 600
+#: The factorisation path needs the scaled covariance's reciprocal condition number above this
+#: many times ``n * eps`` (LAPACK's estimate; far from numerical rank deficiency).
+_WALD_RCOND_MARGIN = 1e3
+
+
 def wald(b: np.ndarray, v: np.ndarray) -> tuple[float, int]:
-    """Wald statistic b' V^+ b with df = rank(V) (pinv handles the sum-to-zero case)."""
+    """Wald statistic b' V^+ b with df = rank(V) (pinv handles the sum-to-zero case).
+
+    Up to :data:`WALD_EIG_MAX` parameters: the pseudo-inverse and the numerical rank of ``V``
+    (one eigendecomposition each). Above, a ``V`` that is positive definite far from
+    numerical rank deficiency (:func:`_wald_cholesky`) is full rank, ``df = len(b)``, and
+    ``b' V^-1 b`` comes from its Cholesky factor (the same statistic to rounding); any other
+    ``V`` (singular, or nearly) takes the eigen path.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if v.shape[0] > WALD_EIG_MAX:
+        fast = _wald_cholesky(b, v)
+        if fast is not None:
+            return fast
     vp = np.linalg.pinv(v, hermitian=True)
     df = int(np.linalg.matrix_rank(v, hermitian=True))
     return float(b @ vp @ b), df
+
+
+def _wald_cholesky(b: np.ndarray, v: np.ndarray) -> tuple[float, int] | None:
+    """``(b' V^-1 b, n)`` from the Cholesky factor of the unit-diagonal scaling of ``V``, or
+    None unless that factorisation succeeds with an estimated reciprocal condition number
+    (LAPACK ``dpocon``) above ``_WALD_RCOND_MARGIN * n * eps``.
+
+    The scaling ``S = D^-1/2 V D^-1/2`` (``D = diag V``) leaves the statistic unchanged
+    (``b' V^-1 b = c' S^-1 c`` with ``c = D^-1/2 b``) and is within a factor ``n`` of the best
+    conditioned diagonal scaling (van der Sluis 1969).
+    """
+    from scipy.linalg import LinAlgError, cho_factor, lapack, solve_triangular
+
+    n = v.shape[0]
+    d = np.diag(v).copy()
+    if not (np.isfinite(d).all() and d.min() > 0):
+        return None
+    r = 1.0 / np.sqrt(d)
+    s = v * r[:, None]
+    s *= r[None, :]
+    anorm = float(np.abs(s).sum(axis=0).max())  # before the factorisation overwrites s
+    try:
+        c, _ = cho_factor(s, lower=False, check_finite=True, overwrite_a=True)
+    except (LinAlgError, ValueError):
+        return None
+    rcond, info = lapack.dpocon(c, anorm, uplo="U")
+    if info != 0 or not rcond > _WALD_RCOND_MARGIN * n * np.finfo(np.float64).eps:
+        return None
+    z = solve_triangular(c, b * r, trans="T", lower=False, check_finite=False)
+    return float(z @ z), int(n)
 
 
 def p_adjust(p: np.ndarray, method: str) -> np.ndarray:

@@ -107,7 +107,9 @@ class OutputLayerGLM:
             features = features.drop(columns=list(self.constant))
             rows += [{"unit": u, "reason": r} for u, r in zip(dead["unit"], dead["reason"])]
             self.notes.append(f"dropped {len(self.constant)} constant unit(s): {list(self.constant)}")
-        factor = dg.design_factor(features)  # one QR for the rank and the condition number
+        x1 = np.column_stack([np.ones(len(features)), features.to_numpy(dtype=np.float64)])
+        # one QR for the rank and the condition number
+        factor = dg.design_factor(features, x1=x1)
         self.rank = dg.rank_report(features, factor=factor)
         self._factor = factor if self.rank.full_rank else None
         self.dependencies: dict[str, dict[str, float]] = {}
@@ -125,7 +127,8 @@ class OutputLayerGLM:
         self.features = features
         self.units = [str(c) for c in features.columns]
         self.terms = ("const", *self.units)
-        self.x = np.column_stack([np.ones(self.n_obs), features.to_numpy(dtype=np.float64)])
+        self.x = x1 if self.rank.full_rank else np.column_stack(
+            [np.ones(self.n_obs), features.to_numpy(dtype=np.float64)])
 
     def _check_conditioning(self) -> None:
         self.condition_number = dg.condition_number(self.features, factor=self._factor)

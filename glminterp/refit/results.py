@@ -77,7 +77,6 @@ class RefitResult:
         self._head = model.head
         self._terms = tuple(model.terms)
         self._beta = fit.beta  # reference (multinomial) or per-output, (q, K')
-        self._cov = fit.cov
         self._network = model.network  # folded (q, K) in the network's own parametrization
         self._x, self._y = model.x, model.y
         self._alpha = float(alpha)
@@ -90,6 +89,11 @@ class RefitResult:
         self._remedy = remedy
         self._all_classes = model.all_classes
         self._cache: dict = {}
+
+    @property
+    def _cov(self) -> np.ndarray:
+        """The full covariance (reference / per-output layout), formed on first use."""
+        return self._fit.covariance()
 
     # ------------------------------------------------------------ simple properties
     @property
@@ -160,9 +164,11 @@ class RefitResult:
         objects (:class:`~glminterp.refit.firth.FirthResult`,
         :class:`~glminterp.refit.mnbr.MultinomialBRResult`,
         :class:`~glminterp.refit.penalized.RidgeResult`,
-        :class:`~glminterp.refit.penalized.PCAResult`), one or a dict per output.
+        :class:`~glminterp.refit.penalized.PCAResult`), one or a dict per output. Built on
+        first access where the fit deferred them (the fast engine's multinomial optimum is
+        handed to statsmodels then).
         """
-        return self._fit.results
+        return self._fit.result_objects()
 
     @property
     def remedy(self) -> str | None:
@@ -348,7 +354,10 @@ class RefitResult:
         return df.copy()
 
     def _se_in(self, parametrization: str | None) -> np.ndarray:
-        """Hook: standard errors in the table's order (base: the covariance's diagonal)."""
+        """Hook: standard errors in the table's order (base: the covariance's diagonal, or
+        the fit's own SEs in its own layout, which need no full covariance)."""
+        if self._fit.se is not None and self._own(parametrization) != "sum_to_zero":
+            return np.asarray(self._fit.se, dtype=np.float64)
         return np.sqrt(np.clip(np.diag(self._cov_in(parametrization)), 0, None))
 
     def _cov_sub(self, sel: np.ndarray) -> np.ndarray:
@@ -387,8 +396,14 @@ class RefitResult:
         classes share the unit's weight" is the same in every parametrization); for per-output
         fits the unit's K coefficients with the covariance of :meth:`cov_params`. One test per
         unit is the recommended multiple-testing family (parametrization-invariant).
-        Columns: unit, statistic, df, p, p_holm, p_bh.
+        Columns: unit, statistic, df, p, p_holm, p_bh. Computed on first access, then cached
+        (a copy is returned).
         """
+        if "unit_tests" not in self._cache:
+            self._cache["unit_tests"] = self._unit_tests()
+        return self._cache["unit_tests"].copy()
+
+    def _unit_tests(self) -> pd.DataFrame:
         b = self._beta.ravel(order="F")
         q, k = len(self._terms), self._beta.shape[1]
         rows = []
@@ -451,7 +466,13 @@ class RefitResult:
 
         Returns a dict with test, statistic, df, p_value, reject (at ``alpha``) and
         interpretation; statistic and p_value are None where the test is not defined.
+        Computed on first access, then cached (a copy is returned).
         """
+        if "agreement" not in self._cache:
+            self._cache["agreement"] = self._agreement_test()
+        return dict(self._cache["agreement"])
+
+    def _agreement_test(self) -> dict:
         net = self._network_in("reference").ravel(order="F")
         if not np.isfinite(net).all():
             return {
@@ -716,7 +737,7 @@ class MultinomialBRRefitResult(RefitResult):
             how = ("Wald test (the Fisher information at the network's head is singular, so "
                    "the penalized likelihood there is not defined)")
         else:
-            stat = max(0.0, 2.0 * (self._fit.results.pll - pll_net))
+            stat = max(0.0, 2.0 * (self._fit.result_objects().pll - pll_net))
             pval = float(stats.chi2.sf(stat, df))
             test = "penalized likelihood ratio (multinomial bias reduction)"
             how = "penalized likelihood-ratio test (Jeffreys-prior penalized softmax likelihood)"

@@ -117,7 +117,7 @@ class ContrastRefitResult(ChoiceRecord, RefitResult):
                 "(method='contrasts')")
 
     def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        res = self._fit.results
+        res = self._fit.result_objects()
         return res.contrasts, res.estimates, res.cov
 
     def coefficient_table(self, parametrization: str | None = None) -> pd.DataFrame:

@@ -8,6 +8,7 @@ estimator is one module plus one line in :data:`glminterp.refit.estimators.REGIS
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -31,6 +32,36 @@ class FitContext:
     options: dict = field(default_factory=dict)  # the estimator's own remedy_kwds
 
 
+class Deferred:
+    """A value computed on first use, once (the full covariance, statsmodels' results).
+
+    An estimator may give :class:`EstimatorFit` a ``Deferred`` ``cov`` or ``results`` when
+    computing it costs real time and the tables a user reads first do not need it;
+    :meth:`EstimatorFit.covariance` and :meth:`EstimatorFit.result_objects` resolve it.
+    """
+
+    def __init__(self, make):
+        self._make = make
+        self._value: Any = None
+        self._done = False
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        if not self._done:
+            with self._lock:
+                if not self._done:
+                    self._value, self._make = self._make(), None
+                    self._done = True
+        return self._value
+
+    def __getstate__(self):  # pickle / deepcopy the value (the lock does not pickle)
+        return {"value": self.get()}
+
+    def __setstate__(self, state):
+        self._value, self._make, self._done = state["value"], None, True
+        self._lock = threading.Lock()
+
+
 @dataclass
 class EstimatorFit:
     """What an estimator returns; everything the results tables are computed from.
@@ -40,10 +71,11 @@ class EstimatorFit:
     beta : ndarray, shape (q, K')
         Coefficients in the refit's own layout: reference parametrization ``(q, K - 1)`` for
         the multinomial, one column per output otherwise.
-    cov : ndarray
-        Covariance of ``beta.ravel(order="F")``.
-    results : object
-        The estimator's own result objects (statsmodels results, Firth/ridge/PCA results).
+    cov : ndarray or Deferred
+        Covariance of ``beta.ravel(order="F")`` (read it with :meth:`covariance`).
+    results : object or Deferred
+        The estimator's own result objects (statsmodels results, Firth/ridge/PCA results;
+        read them with :meth:`result_objects`).
     stats : list of dict
         Fit statistics per fitted likelihood (one for the multinomial, one per output):
         llf, llnull, deviance, null_deviance, lr_statistic, lr_df, aic, bic, n_params,
@@ -58,6 +90,9 @@ class EstimatorFit:
         The rule that accepted (or rejected) the fit.
     labelled : bool
         True when every table row must carry ``inference`` (penalized / reduced inference).
+    se : ndarray, optional
+        ``sqrt(diag(cov))`` when the estimator has it without forming ``cov`` (flat, the
+        order of ``beta.ravel(order="F")``).
     """
 
     beta: np.ndarray
@@ -73,6 +108,15 @@ class EstimatorFit:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     extras: dict = field(default_factory=dict)
+    se: np.ndarray | None = None
+
+    def covariance(self) -> np.ndarray:
+        """``cov`` (formed on the first call where the estimator deferred it)."""
+        return self.cov.get() if isinstance(self.cov, Deferred) else self.cov
+
+    def result_objects(self) -> Any:
+        """``results`` (built on the first call where the estimator deferred them)."""
+        return self.results.get() if isinstance(self.results, Deferred) else self.results
 
 
 class Estimator(Protocol):

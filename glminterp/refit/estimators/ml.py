@@ -31,7 +31,7 @@ from glminterp import engine as eng
 from glminterp.refit import acceptance as acc
 from glminterp.refit import likelihood as lk
 from glminterp.refit.errors import FitError
-from glminterp.refit.estimators.base import EstimatorFit, FitContext
+from glminterp.refit.estimators.base import Deferred, EstimatorFit, FitContext
 from glminterp.refit.options import AUTO_ENGINE_MIN_PARAMS
 
 log = logging.getLogger("glminterp.refit")
@@ -60,6 +60,7 @@ class _Solved:
     overlap_by_lp: bool = False
     rejected: tuple[str, ...] = ()  # earlier attempts: "engine (start): reason"
     overlap_by: str = "lp"  # what proved overlap for a fit that was not clean: "lp" or "dual"
+    cov: np.ndarray | None = None  # res's covariance as an array (see _cov_array)
 
 
 def _engine_module(engine: str):
@@ -75,14 +76,14 @@ def choose_engine(engine: str, model) -> str:
     return engine
 
 
-def _judge(target: Target, model, res, info) -> acc.Verdict:
+def _judge(target: Target, model, res, info, factored: bool = False) -> acc.Verdict:
     if target.kind == "gaussian":
         ok = np.isfinite(np.asarray(res.params)).all()
         return acc.Verdict(bool(ok), bool(ok), "" if ok else "non-finite least squares",
                            {"closed_form": True})
     beta = np.asarray(res.params, dtype=np.float64)
     return acc.check_optimum(target.kind, model.x, target.y, beta, _llf(target, model, res),
-                             target.null_ll, info)
+                             target.null_ll, info, info_factored=factored)
 
 
 def _llf(target: Target, model, res) -> float:
@@ -99,23 +100,46 @@ def _run(engine: str, target: Target, model, ctx: FitContext, start_kind: str) -
     """Fit one target with one engine from one start; failures become a rejected verdict."""
     start, used = None, "null"
     t0 = time.perf_counter()
-    log.info("fit %s with %s (%s start): %d rows, %d parameters", target.label, engine,
-             start_kind, model.n_obs, model.n_params)
     if engine == "fast" and start_kind == "network":
         start, used = _engine_module("fast").warm_start(target, model.x)
+    log.info("fit %s with %s (%s start): %d rows, %d parameters", target.label, engine,
+             used, model.n_obs, model.n_params)
     try:
         with warnings.catch_warnings():
             # statsmodels' and the engine's own convergence/overflow warnings are replaced by
             # the acceptance verdict (one truth about convergence).
             warnings.simplefilter("ignore")
-            res, info = _engine_module(engine).fit_target(model, target, ctx, start)
-            verdict = _judge(target, model, res, info)
-            np.asarray(res.cov_params())  # computed (and cached) inside the filter
+            module = _engine_module(engine)
+            res, info = module.fit_target(model, target, ctx, start)
+            verdict = _judge(target, model, res, info, getattr(module, "INFO_FACTORED", False))
+            # computed inside the filter (statsmodels may warn); a deferred hand-over later
+            cov = None if hasattr(res, "materialize") else _cov_array(res)
     except _FAILURES as e:
         return _Solved(None, acc.Verdict(False, False, f"{type(e).__name__}: {e}"), engine, used)
     log.info("fit %s done in %.2f s: %s", target.label, time.perf_counter() - t0,
              "clean optimum" if verdict.clean else verdict.reason or "acceptable")
-    return _Solved(res, verdict, engine, used)
+    return _Solved(res, verdict, engine, used, cov=cov)
+
+
+def _cov_array(res) -> np.ndarray:
+    """statsmodels' covariance of ``res`` (``res.cov_params()``'s numbers) as a float64 array.
+
+    ``res.cov_params()`` on a results *wrapper* builds a labelled DataFrame, and on the
+    results object itself returns ``normalized_cov_params * scale``: at 2,313 parameters
+    each is a new 42 MB matrix (0.02-0.4 s, mostly page faults on a busy machine). The
+    array statsmodels returns is read here without the copy: its robust
+    ``cov_params_default``, or ``normalized_cov_params`` itself where the scale is 1 (the
+    logit families; ``x * 1.0`` is ``x`` bit for bit).
+    """
+    if hasattr(res, "cov_array"):  # a deferred hand-over (ml_fast.DeferredMNLogit)
+        return np.asarray(res.cov_array(), dtype=np.float64)
+    inner = getattr(res, "_results", res)
+    if hasattr(inner, "cov_params_default"):
+        return np.asarray(inner.cov_params_default, dtype=np.float64)
+    ncov = getattr(inner, "normalized_cov_params", None)
+    if ncov is not None and float(inner.scale) == 1.0:
+        return np.asarray(ncov, dtype=np.float64)
+    return np.asarray(inner.cov_params(), dtype=np.float64)
 
 
 def _retry(target, model, ctx, first: _Solved, engine_choice: str) -> _Solved:
@@ -148,7 +172,7 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
     # the fit's probabilities may prove overlap (a dual bound on the LP) without the LP
     dual = {i for i in doubtful if solved[i].res is not None
             and model.certify_overlap(i, np.asarray(solved[i].res.params),
-                                      _model_cov(solved[i].res, ctx))}
+                                      _model_cov(solved[i], ctx))}
     checks = {i: model.separation_check(i, ctx.progress) for i in doubtful if i not in dual}
     separated = [i for i in doubtful if i in checks and checks[i].separated]
     if separated:
@@ -180,13 +204,11 @@ def _resolve(targets, solved, model, ctx, engine_choice) -> list[str]:
     return out
 
 
-def _model_cov(res, ctx) -> np.ndarray | None:
+def _model_cov(solved: _Solved, ctx) -> np.ndarray | None:
     """The inverse information of a fit (polishes the dual bound), None for robust covariances."""
-    if ctx.cov_type != "nonrobust" or not hasattr(res, "cov_params"):
+    if ctx.cov_type != "nonrobust" or solved.res is None:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cov = np.asarray(res.cov_params(), dtype=np.float64)
+    cov = solved.cov if solved.cov is not None else _cov_array(solved.res)
     return cov if np.isfinite(cov).all() else None
 
 
@@ -234,11 +256,15 @@ class MaximumLikelihood:
         starts = {s.start for s in solved}
         start = starts.pop() if len(starts) == 1 else "mixed"
         stats = [_stats(model, t, s, c) for t, s, c in zip(targets, solved, crits)]
+        se = None
         if model.family == "multinomial":
             res = solved[0].res
             beta = np.asarray(res.params, dtype=np.float64)
-            cov = np.asarray(res.cov_params(), dtype=np.float64)
-            results = res
+            if hasattr(res, "materialize"):  # the fast engine's optimum, handed over on use
+                cov, results, se = Deferred(res.cov_array), Deferred(res.materialize), res.bse_flat
+            else:
+                cov = solved[0].cov if solved[0].cov is not None else _cov_array(res)
+                results = res
         else:
             results = {t.key: s.res for t, s in zip(targets, solved)}
             beta = np.column_stack([np.asarray(s.res.params, dtype=np.float64) for s in solved])
@@ -251,7 +277,7 @@ class MaximumLikelihood:
             engine=engine, converged=accepted,
             criterion=crits[0] if len(set(crits)) == 1 else "; ".join(
                 f"{t.label}: {c}" for t, c in zip(targets, crits)),
-            start=start, notes=notes, warnings=warned,
+            start=start, notes=notes, warnings=warned, se=se,
         )
 
 
@@ -283,7 +309,7 @@ def _per_output_cov(model, ctx, fits: list) -> tuple[np.ndarray, str | None]:
     if ctx.cov_type == "nonrobust":
         cov = np.zeros((q * len(fits),) * 2)
         for j, r in enumerate(fits):
-            cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = np.asarray(r.cov_params())
+            cov[j * q : (j + 1) * q, j * q : (j + 1) * q] = _cov_array(r)
         note = None
         if len(fits) > 1:
             note = ("cov_type='nonrobust' with per-output fits: cross-output covariance blocks "

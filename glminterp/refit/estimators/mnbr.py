@@ -125,7 +125,7 @@ def overlap_by_mle(model, ctx: FitContext) -> tuple:
         beta = np.asarray(er.params, dtype=np.float64)
         verdict = acc.check_optimum("multinomial", model.x, target.y, beta,
                                     lk.loglik_multinomial(model.x, target.y, beta),
-                                    target.null_ll, er.fisher)
+                                    target.null_ll, er.fisher, info_factored=True)
     except _FAILURES:
         return None, None, None
     if not verdict.clean:

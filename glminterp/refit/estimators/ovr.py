@@ -63,7 +63,8 @@ class OneVsRest:
                                 tol=float(opts.get("tol", 1e-8)))
             null = lk.null_loglik_binomial(yj)
             llf = lk.loglik_binomial(x, yj, er.params)
-            verdict = acc.check_optimum("binomial", x, yj, er.params, llf, null, er.fisher)
+            verdict = acc.check_optimum("binomial", x, yj, er.params, llf, null, er.fisher,
+                                         info_factored=True)
             if not verdict.clean:
                 check = view.separation_check(j)
                 if check.separated and ctx.on_separation == "raise":
