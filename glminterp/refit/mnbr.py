@@ -67,10 +67,9 @@ from glminterp.engine import (
     FisherSingularError,
     add_const,
     inverse_from_cholesky,
-    multinomial_fisher_chunk,
+    multinomial_fisher,
     multinomial_probs,
     null_start_multinomial,
-    symmetrize_upper,
 )
 from glminterp.head import reference_to_sum_to_zero_map
 from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
@@ -261,12 +260,8 @@ def _singular(err: Exception) -> FisherSingularError:
 def _evaluate(x, onehot, beta, chunk, fisher: np.ndarray | None = None) -> _Point:
     """General point: log-likelihood, score, information (unless given) and its Cholesky."""
     llf, score, probs = _loglike(x, onehot, None, beta)
-    if fisher is None:
-        jq = beta.size
-        fisher = np.zeros((jq, jq), order="F")
-        for i in range(0, x.shape[0], chunk):
-            fisher = multinomial_fisher_chunk(x[i : i + chunk], probs[i : i + chunk], fisher)
-        fisher = symmetrize_upper(fisher)
+    if fisher is None:  # the engine's block build (symmetric blocks, no cancellation)
+        fisher = multinomial_fisher([(x, probs)])
     try:
         chol = cho_factor(fisher, lower=False, check_finite=False)
     except LinAlgError as err:
