@@ -1,6 +1,6 @@
 """Wide heads and many classes: the engine at the floor, matrix-free inference, bounded memory.
 
-    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--sm-max-p 256] [--cpu-time]
+    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--n 10000] [--sm-max-p 256] [--cpu-time]
                                                 # N=10k, K=10 full covariance
     python benchmarks/wide_heads.py rows  [--n 10000 50000 200000]  # p=256: HVPs, time per row
     python benchmarks/wide_heads.py k100  [--n 20000 --p 256]  # contrasts + class subset
@@ -372,7 +372,7 @@ def main(argv=None) -> None:
         _clock = time.process_time
     if args.section == "full":
         print(f"times: {'CPU' if args.cpu_time else 'wall'} seconds")
-        section_full(args.p, sm_max_p=args.sm_max_p, dense_max_p=args.dense_max_p,
+        section_full(args.p, n=(args.n or [10_000])[0], sm_max_p=args.sm_max_p, dense_max_p=args.dense_max_p,
                      repeat=args.repeat, stacked=not args.no_stacked)
     elif args.section == "rows":
         section_rows(args.n or [10_000, 50_000, 200_000])
