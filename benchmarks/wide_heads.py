@@ -1,7 +1,7 @@
 """Wide heads and many classes: the engine at the floor, matrix-free inference, bounded memory.
 
-    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--n 10000] [--sm-max-p 256] [--cpu-time]
-                                                # N=10k, K=10 full covariance
+    python benchmarks/wide_heads.py full  [--p 256 512 1024 2048] [--n 10000] [--signal 1]
+                                          [--sm-max-p 256] [--cpu-time]  # N=10k, K=10, full cov
     python benchmarks/wide_heads.py rows  [--n 10000 50000 200000]  # p=256: HVPs, time per row
     python benchmarks/wide_heads.py k100  [--n 20000 --p 256]  # contrasts + class subset
     python benchmarks/wide_heads.py k1000 [--per 700]          # 10-class subset of K=1000, p=512
@@ -25,15 +25,26 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from scipy.linalg import cho_factor
+from scipy.linalg.lapack import dpotrf
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refit import simulate  # noqa: E402  (benchmarks/refit.py: the shared synthetic design)
+from refit import _labels, population, simulate  # noqa: E402  (benchmarks/refit.py: the shared design)
 
 from glminterp import engine as E  # noqa: E402
 from glminterp.refit.class_subset import fit_class_subset  # noqa: E402
 from glminterp.refit.contrasts import contrast_matrix, fit_contrasts  # noqa: E402
+
+
+def design(n: int, p: int, k: int, signal: float = 1.0, seed: int = 0):
+    """The shared simulated design (``benchmarks/refit.py``); ``signal`` scales its true
+    coefficients (bias and weights) before the labels are drawn: 1 is ``simulate`` itself,
+    0 a null model (labels independent of the units, equal classes)."""
+    if signal == 1.0:
+        return simulate(n, p, k, seed)
+    x, _, extra = population(n, p, k, seed)
+    eta = signal * (x @ extra["weight"].T + extra["bias"])
+    return x, _labels(eta, np.random.default_rng([seed, 2]))
 
 
 def rss_mb() -> float:
@@ -84,31 +95,68 @@ def timed(fn):
     return out, _clock() - t0
 
 
-def floor_seconds(x, y, params) -> tuple[float, float, float]:
-    """One information build + one Cholesky (+ the full inverse) at ``params``, timed here.
+def floor_seconds(x, y, params) -> dict:
+    """The floor and the fit's other pieces, each timed alone at the optimum ``params``.
 
-    The build is the fit's own (``MultinomialObjective.fisher``, fresh matrix); the Cholesky
-    and the inverse (LAPACK potri, what a covariance costs from the factor) overwrite their
-    input: the cheapest way there is.
+    ``F``: one information build (the fit's own ``MultinomialObjective.fisher``, into a fresh
+    matrix, page faults included); ``C``: its Cholesky in place (LAPACK potrf, the cheapest
+    way there is). floor = F + C. Then, in the same memory, the fit's two covariance steps:
+    ``T``, the triangular inverse and the variances (``CholeskyCovariance``: what the SEs
+    need), and ``L``, the full covariance from it (lauum + mirroring, ``.matrix()``); T + L is
+    the full inverse (potri). ``hvp`` and ``vg``: one Fisher-vector product and one
+    log-likelihood + score pass (the Newton-CG phase's units of work).
     """
     codes, _ = E.encode_classes(y)
     q, j = params.shape
     obj = E.MultinomialObjective(E.array_chunks(x, codes, None, E._auto_chunk(None, q * j)),
                                  q, j + 1)
     flat = params.ravel(order="F")
-    obj.value_grad(flat)
+    out = {}
+    gc.collect()
+    t0 = _clock()
+    for _ in range(3):
+        obj.value_grad(flat)
+    out["vg"] = (_clock() - t0) / 3
+    v = np.random.default_rng(0).standard_normal(flat.size)
+    t0 = _clock()
+    for _ in range(5):
+        obj.hvp(flat, v)
+    out["hvp"] = (_clock() - t0) / 5
     gc.collect()
     t0 = _clock()
     f = obj.fisher(flat)
-    t_f = _clock() - t0
+    out["F"] = _clock() - t0
     t0 = _clock()
-    c = cho_factor(f, lower=False, overwrite_a=True, check_finite=False)
-    t_c = _clock() - t0
+    c, info = dpotrf(f, lower=0, overwrite_a=1, clean=0)
+    out["C"] = _clock() - t0
+    if info != 0:
+        raise RuntimeError(f"floor: potrf info={info}")
+    _zero_strict_lower(c)  # untimed: the fit's factor has a zero lower triangle (T reads it)
     t0 = _clock()
-    E.inverse_from_cholesky(c[0], overwrite=True)
-    t_i = _clock() - t0
-    del f, c
-    return t_f, t_c, t_i
+    cov = E.CholeskyCovariance(c)
+    out["T"] = _clock() - t0
+    t0 = _clock()
+    cov.matrix()
+    out["L"] = _clock() - t0
+    del f, c, cov
+    return out
+
+
+def _zero_strict_lower(a: np.ndarray, block: int = 512) -> None:
+    n = a.shape[0]
+    for i in range(0, n, block):
+        e = min(i + block, n)
+        a[e:, i:e] = 0.0
+        a[i:e, i:e] = np.triu(a[i:e, i:e])
+
+
+def flop_bounds(n: int, p: int, k: int) -> tuple[float, float]:
+    """(SEs, full covariance) over the floor by flop counts: information ``N q^2 J(J+1)/2``,
+    Cholesky, triangular inverse and lauum ``m^3/3`` each (``m = qJ``)."""
+    q, j = p + 1, k - 1
+    m = q * j
+    f, c = n * q * q * j * (j + 1) / 2, m**3 / 3
+    return (f + 2 * c) / (f + c), (f + 3 * c) / (f + c)
 
 
 def stacked_seconds(x, params) -> float:
@@ -172,63 +220,90 @@ def _separated(x, y) -> str:
     chunks = E.array_chunks(x, codes, None, E._auto_chunk(None, q))
     start = E.null_start_multinomial(codes, k, q).ravel(order="F")
     try:
-        E._solve(obj, start, "newton-cg", 1e-8, 100, 200, E._kron_precond(obj, E._gram_inv(chunks)),
-                 E.multinomial_monitor(obj, x.shape[0]), None, full=False)
+        out = E._solve(obj, start, "newton-cg", 1e-8, 100, 200,
+                       E._kron_precond(obj, E._gram_inv(chunks)),
+                       E.multinomial_monitor(obj, x.shape[0]), None, full=False)
     except SeparationError as err:
         return str(err)[:150]
+    if not out[5]:  # neither diverging nor converged: say so rather than time a long fit
+        return f"no divergence signal, but Newton-CG did not converge in {out[6].n_iter} steps"
     return ""
 
 
+FULL_LEGEND = """\
+  floor = F + C: one information build (the fit's own build, into a fresh matrix) + its
+          Cholesky in place (potrf); timed alone at the optimum, in this run
+  fit   = engine.fit_multinomial(x, y) as a user calls it: input checks, Newton-CG to the
+          optimum, one information build F, its Cholesky (into a second matrix, so that
+          res.fisher is kept), the last exact Newton step, and the triangular inverse T whose
+          row norms are the variances: it returns with res.bse ready
+  cov   = the first access to res.cov: the full covariance from T (lauum + mirroring, L), once
+  bound = (F+C+T)/floor for the fit and (F+C+T+L)/floor with cov: its unavoidable pieces,
+          timed alone; flops = the same ratios by flop counts (F: N q^2 J(J+1)/2; C, T, L:
+          m^3/3 each, m = (p+1)(K-1))
+  CG    = HVP * hvp + eval * vg: the Newton-CG phase's Fisher-vector products and data
+          passes, each timed alone; other = fit - (F + C + T) - CG (Gram matrix for the
+          preconditioner, the factor's copy, page faults, Python)"""
+
+
 def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2,
-                 stacked=True) -> None:
-    print(f"full covariance, N={n}, K={k}; floor = one information build F + one Cholesky C "
-          "(in place); inv = the full inverse from the factor (potri, 2C by flops)")
-    print("  fit: fit_multinomial returns with SEs ready (one triangular inverse of the factor);"
-          " cov: the full covariance formed on first access (res.cov), once")
-    print("  ideal: the floor's own pieces, (F+C+inv/2)/floor for SEs, (F+C+inv)/floor for cov")
-    print("  F0: the earlier stacked-syrk build (reference only); /floor0 = over F0 + C")
-    print(f"{'p':>5} {'params':>6} {'fit':>7} {'cov':>6} {'F':>7} {'C':>6} {'inv':>6} "
-          f"{'fit/floor':>9} {'(fit+cov)/floor':>15} {'ideal':>10} {'F0':>7} "
-          f"{'(fit+cov)/floor0':>16} {'to_sm':>6} {'HVP':>4} "
-          f"{'H':>2} {'SE vs':>5} {'SE rel':>8} {'SE=diag':>8} {'refine':>8} {'sm/fit':>7} "
-          f"{'sm/(fit+cov)':>12} {'RSS MB':>7}", flush=True)
+                 stacked=True, signal=1.0) -> None:
+    print(f"full covariance, N={n}, K={k}, signal={signal:g} (1 = the shared simulated design)")
+    print(FULL_LEGEND)
+    print(f"{'p':>5} {'params':>6} {'fit':>7} {'cov':>6} {'F':>7} {'C':>6} {'T':>6} {'L':>6} "
+          f"{'fit/floor':>9} {'(fit+cov)/floor':>15} {'bound':>9} {'flops':>9} "
+          f"{'HVP':>4} {'eval':>4} {'H':>2} {'CG':>6} {'other':>6} {'to_sm':>6} {'SE vs':>5} "
+          f"{'SE rel':>8} {'SE=diag':>8} {'refine':>8} {'sm/fit':>7} {'sm/(fit+cov)':>12} "
+          f"{'RSS MB':>7}", flush=True)
     for p in ps:
-        x, y = simulate(n, p, k)
-        # fit and floor alternate, best of `repeat` each: the machine is shared, ratios of
-        # single runs swing with other processes. The checks run on the last fit, before its
-        # floor, so that at most two m x m matrices (+ the checks' own) are alive at a time.
-        t_fit = t_cov = t_f = t_c = t_i = np.inf
-        reps, rss = (repeat if p <= 1024 else 1), 0.0
+        x, y = design(n, p, k, signal)
         why = _separated(x, y)
         if why:  # no MLE, no covariance: say so instead of iterating (p=2048 at N=10k is)
             print(f"{p:5d} separated at N={n} (no MLE, nothing to time): {why}", flush=True)
             continue
-        for r in range(reps):
-            reset_peak_rss()
-            res, t = timed(lambda x=x, y=y: E.fit_multinomial(x, y))
-            _, tc = timed(lambda res=res: res.cov)
-            rss = max(rss, peak_rss_mb())
-            t_fit, t_cov = min(t_fit, t), min(t_cov, tc)
-            params = res.params.copy()
-            if r + 1 == reps:
-                row = _checks(res, x, y, p, sm_max_p, dense_max_p)
-            del res
-            t_f, t_c, t_i = (min(a, b) for a, b in zip((t_f, t_c, t_i),
-                                                       floor_seconds(x, y, params)))
-        floor = t_f + t_c
-        ideal = f"{(floor + t_i / 2) / floor:.2f}/{(floor + t_i) / floor:.2f}"
-        t_f0 = stacked_seconds(x, params) if stacked else float("nan")
-        t_own = row["t_sm"]
-        sm_r = "skip" if t_own is None else f"{t_own / t_fit:.1f}"
-        sm_rc = "skip" if t_own is None else f"{t_own / (t_fit + t_cov):.1f}"
-        print(f"{p:5d} {params.size:6d} {t_fit:7.2f} {t_cov:6.2f} {t_f:7.2f} {t_c:6.2f} "
-              f"{t_i:6.2f} {t_fit / floor:9.2f} {(t_fit + t_cov) / floor:15.2f} {ideal:>10} "
-              f"{t_f0:7.2f} {(t_fit + t_cov) / (t_f0 + t_c):16.2f} {row['t_to_sm']:6.2f} {row['hvp']:4d} {row['n_fisher']:2d} {row['vs']:>5} "
-              f"{row['se_rel']:8.1e} {row['se_diag']:8.1e} {row['refine']:8.1e} {sm_r:>7} "
-              f"{sm_rc:>12} {rss:7.0f}", flush=True)
-        print(f"      plan: {row['plan']}", flush=True)
+        _full_row(x, y, p, n, k, sm_max_p, dense_max_p, repeat if p <= 1024 else 1, stacked)
         del x, y
         gc.collect()
+
+
+def _full_row(x, y, p, n, k, sm_max_p, dense_max_p, reps, stacked) -> None:
+    """Fit and floor alternate, best of ``reps`` each (the machine is shared: ratios of single
+    runs swing with other processes). The checks run on the last fit, before its floor, so
+    that at most two m x m matrices (+ the checks' own) are alive at a time."""
+    t_fit = t_cov = np.inf
+    fl, rss = {}, 0.0
+    for r in range(reps):
+        reset_peak_rss()
+        res, t = timed(lambda x=x, y=y: E.fit_multinomial(x, y))
+        _, tc = timed(lambda res=res: res.cov)
+        rss = max(rss, peak_rss_mb())
+        t_fit, t_cov = min(t_fit, t), min(t_cov, tc)
+        params = res.params.copy()
+        if r + 1 == reps:
+            row = _checks(res, x, y, p, sm_max_p, dense_max_p)
+        del res
+        fl = {key: min(fl.get(key, np.inf), val)
+              for key, val in floor_seconds(x, y, params).items()}
+    floor = fl["F"] + fl["C"]
+    bound = f"{(floor + fl['T']) / floor:.2f}/{(floor + fl['T'] + fl['L']) / floor:.2f}"
+    flops = "{:.2f}/{:.2f}".format(*flop_bounds(n, p, k))
+    cg = row["hvp"] * fl["hvp"] + row["n_eval"] * fl["vg"]
+    other = t_fit - floor - fl["T"] - cg
+    t_own = row["t_sm"]
+    sm_r = "skip" if t_own is None else f"{t_own / t_fit:.1f}"
+    sm_rc = "skip" if t_own is None else f"{t_own / (t_fit + t_cov):.1f}"
+    print(f"{p:5d} {params.size:6d} {t_fit:7.2f} {t_cov:6.2f} {fl['F']:7.2f} {fl['C']:6.2f} "
+          f"{fl['T']:6.2f} {fl['L']:6.2f} {t_fit / floor:9.2f} {(t_fit + t_cov) / floor:15.2f} "
+          f"{bound:>9} {flops:>9} {row['hvp']:4d} {row['n_eval']:4d} {row['n_fisher']:2d} "
+          f"{cg:6.2f} {other:6.2f} {row['t_to_sm']:6.2f} {row['vs']:>5} {row['se_rel']:8.1e} "
+          f"{row['se_diag']:8.1e} {row['refine']:8.1e} {sm_r:>7} {sm_rc:>12} {rss:7.0f}",
+          flush=True)
+    print(f"      one HVP {fl['hvp'] * 1e3:.1f} ms, one score pass {fl['vg'] * 1e3:.1f} ms; "
+          f"plan: {row['plan']}", flush=True)
+    if stacked:
+        t_f0 = stacked_seconds(x, params)
+        print(f"      reference: the earlier stacked build F0 = {t_f0:.2f} s; "
+              f"(fit+cov)/(F0 + C) = {(t_fit + t_cov) / (t_f0 + fl['C']):.2f}", flush=True)
 
 
 def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
@@ -242,7 +317,7 @@ def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
     se_diag = float(np.max(np.abs(res.bse.ravel(order="F") / np.sqrt(np.diag(res.cov)) - 1)))
     return {"t_to_sm": t_sm_out, "vs": vs, "se_rel": se_rel, "t_sm": t_own,
             "se_diag": se_diag, "refine": refined_se_rel(res), "hvp": res.n_hvp,
-            "n_fisher": res.n_fisher, "plan": res.plan}
+            "n_fisher": res.n_fisher, "n_eval": res.plan.get("n_eval", 0), "plan": res.plan}
 
 
 def section_rows(ns, p=256, k=10) -> None:
@@ -359,6 +434,9 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-time", action="store_true",
                     help="time with this process's CPU seconds (one BLAS thread: the work "
                          "done), not wall time; for a machine shared with other jobs")
+    ap.add_argument("--signal", type=float, default=1.0,
+                    help="scale of the simulated design's true coefficients (full): 1 = the "
+                         "shared design, 0 = labels independent of the units")
     ap.add_argument("--repeat", type=int, default=2, help="best of N fits/floors (p <= 1024)")
     ap.add_argument("--sm-max-p", type=int, default=256,
                     help="largest p at which statsmodels MNLogit is also fitted (full)")
@@ -372,8 +450,9 @@ def main(argv=None) -> None:
         _clock = time.process_time
     if args.section == "full":
         print(f"times: {'CPU' if args.cpu_time else 'wall'} seconds")
-        section_full(args.p, n=(args.n or [10_000])[0], sm_max_p=args.sm_max_p, dense_max_p=args.dense_max_p,
-                     repeat=args.repeat, stacked=not args.no_stacked)
+        section_full(args.p, n=(args.n or [10_000])[0], sm_max_p=args.sm_max_p,
+                     dense_max_p=args.dense_max_p, repeat=args.repeat,
+                     stacked=not args.no_stacked, signal=args.signal)
     elif args.section == "rows":
         section_rows(args.n or [10_000, 50_000, 200_000])
     elif args.section == "k100":
