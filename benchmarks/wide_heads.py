@@ -16,6 +16,7 @@ reset before it; elsewhere ``ru_maxrss`` of this process) and the peak traced by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import resource
 import subprocess
@@ -266,17 +267,48 @@ def section_full(ps, n=10_000, k=10, sm_max_p=256, dense_max_p=1024, repeat=2,
         gc.collect()
 
 
+@contextlib.contextmanager
+def _timing_pieces(spent: dict):
+    """Time the fit's own information builds (F), factorisations (C) and triangular inverses
+    (T) while it runs, by wrapping the engine's three functions (three calls per fit)."""
+    targets = [(E.MultinomialObjective, "fisher", "F"), (E, "cholesky_into", "C"),
+               (E.CholeskyCovariance, "__init__", "T")]
+    saved = [getattr(obj, name) for obj, name, _ in targets]
+
+    def wrap(fn, key):
+        def inner(*args, **kwargs):
+            t0 = _clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[key] = spent.get(key, 0.0) + _clock() - t0
+        return inner
+
+    for (obj, name, key), fn in zip(targets, saved):
+        spent[key] = 0.0
+        setattr(obj, name, wrap(fn, key))
+    try:
+        yield spent
+    finally:
+        for (obj, name, _), fn in zip(targets, saved):
+            setattr(obj, name, fn)
+
+
 def _full_row(x, y, p, n, k, sm_max_p, dense_max_p, reps, stacked) -> None:
     """Fit and floor alternate, best of ``reps`` each (the machine is shared: ratios of single
     runs swing with other processes). The checks run on the last fit, before its floor, so
     that at most two m x m matrices (+ the checks' own) are alive at a time."""
     t_fit = t_cov = np.inf
-    fl, rss = {}, 0.0
+    fl, rss, inside = {}, 0.0, {}
     for r in range(reps):
         reset_peak_rss()
-        res, t = timed(lambda x=x, y=y: E.fit_multinomial(x, y))
-        _, tc = timed(lambda res=res: res.cov)
+        spent = {}
+        with _timing_pieces(spent):
+            res, t = timed(lambda x=x, y=y: E.fit_multinomial(x, y))
+        tc = timed(lambda res=res: res.cov is None)[1]  # keep no reference to the matrix
         rss = max(rss, peak_rss_mb())
+        if t < t_fit:
+            inside = spent
         t_fit, t_cov = min(t_fit, t), min(t_cov, tc)
         params = res.params.copy()
         if r + 1 == reps:
@@ -298,12 +330,43 @@ def _full_row(x, y, p, n, k, sm_max_p, dense_max_p, reps, stacked) -> None:
           f"{cg:6.2f} {other:6.2f} {row['t_to_sm']:6.2f} {row['vs']:>5} {row['se_rel']:8.1e} "
           f"{row['se_diag']:8.1e} {row['refine']:8.1e} {sm_r:>7} {sm_rc:>12} {rss:7.0f}",
           flush=True)
+    own = inside["F"] + inside["C"]
+    print(f"      inside the fastest fit (same moment, so less sensitive to the machine's load): "
+          f"F {inside['F']:.2f} s, C {inside['C']:.2f} s (with the copy of the upper "
+          f"triangle), T {inside['T']:.2f} s, the rest {t_fit - own - inside['T']:.2f} s; "
+          f"fit / its own F + C = {t_fit / own:.2f}, (fit+cov) / its own F + C = "
+          f"{(t_fit + t_cov) / own:.2f}", flush=True)
     print(f"      one HVP {fl['hvp'] * 1e3:.1f} ms, one score pass {fl['vg'] * 1e3:.1f} ms; "
-          f"plan: {row['plan']}", flush=True)
+          f"the refit's acceptance check of this fit {row['t_acc']:.2f} s "
+          f"({row['t_acc'] / floor:.3f} floor); plan: {row['plan']}", flush=True)
     if stacked:
         t_f0 = stacked_seconds(x, params)
         print(f"      reference: the earlier stacked build F0 = {t_f0:.2f} s; "
               f"(fit+cov)/(F0 + C) = {(t_fit + t_cov) / (t_f0 + fl['C']):.2f}", flush=True)
+
+
+def acceptance_seconds(res, x, y) -> float:
+    """What the refit's maximum-likelihood estimator adds to the engine's fit to accept it
+    (``glminterp.refit.acceptance.check_optimum`` with the fit's information, as
+    ``refit.estimators.ml`` calls it, and the stable log-likelihood it is given)."""
+    from glminterp.refit import acceptance as acc
+    from glminterp.refit import likelihood as lk
+
+    codes, _ = E.encode_classes(y)
+    counts = np.bincount(codes)
+    llnull = float(np.sum(counts * np.log(counts / counts.sum())))
+    x1 = E.add_const(x)  # the refit model holds the design with its intercept column
+    beta = np.asarray(res.params)
+
+    def run():
+        llf = lk.loglik_multinomial(x1, codes, beta)
+        return acc.check_optimum("multinomial", x1, codes, beta, llf, llnull, res.fisher,
+                                 info_factored=True)
+
+    verdict, t = timed(run)
+    if not verdict.acceptable:
+        raise RuntimeError(f"the acceptance rejects the fit: {verdict.reason}")
+    return t
 
 
 def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
@@ -313,9 +376,10 @@ def _checks(res, x, y, p, sm_max_p, dense_max_p) -> dict:
     if p <= 1024:
         out, t_sm_out = timed(lambda: res.to_statsmodels(x, y))
         del out
+    t_acc = acceptance_seconds(res, x, y)
     vs, se_rel, t_own = _se_checks(res, x, y, p, sm_max_p, dense_max_p)
     se_diag = float(np.max(np.abs(res.bse.ravel(order="F") / np.sqrt(np.diag(res.cov)) - 1)))
-    return {"t_to_sm": t_sm_out, "vs": vs, "se_rel": se_rel, "t_sm": t_own,
+    return {"t_to_sm": t_sm_out, "t_acc": t_acc, "vs": vs, "se_rel": se_rel, "t_sm": t_own,
             "se_diag": se_diag, "refine": refined_se_rel(res), "hvp": res.n_hvp,
             "n_fisher": res.n_fisher, "n_eval": res.plan.get("n_eval", 0), "plan": res.plan}
 
