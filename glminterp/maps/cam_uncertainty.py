@@ -74,7 +74,19 @@ factors no wider than the cells (wider ones take the per-class Gram path above):
 factors of all classes are stacked so that one product per image chunk gives every class's
 ``v``, and the five fields and the interpolation run for all classes at once (same algebra,
 equal to the per-class loop to rounding). With it, a per-class loop runs, one seeded stream
-of draws per class.
+of draws per class. The default cell band with factors no wider than the cells
+(:func:`_narrow_cell_band`) takes SE, z and the pointwise mask from that batched path too:
+its loadings are the channels ``V`` themselves, so only their row norms (the cell SEs) and the
+thresholds are per class, with the same draws and loadings as the per-class Gram path.
+
+Cost. An exact simulation with these draws evaluates ``max_c |zeta_c|`` for every draw, image
+and class: ``n_sim * h w * min(r, h w)`` multiply-adds per map (float32, near the BLAS peak,
+plus two reductions over the cells), whatever the output size and ``p``. Bounds that skip
+draws (as in the pixel band) do not pay here: a draw is certified below the quantile only by a
+bound on every cell, and the Cauchy-Schwarz slack of any low-rank bound grows like
+``sqrt(min(r, h w))``, so most draws would need their exact maximum anyway. For a small
+network (a 28 x 28 MNIST CNN, 7 x 7 cells) this floor alone is about 3x the CAM itself;
+``benchmarks/cam.py`` prints it.
 """
 
 from __future__ import annotations
@@ -461,14 +473,14 @@ def cell_thresholds(z: torch.Tensor, draws_t: torch.Tensor, alpha: float) -> tor
     f = buf.numpy()
     hi, lo = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.float32)
     pair = np.empty((b, 2))
-    kth = (lo_rank, lo_rank + 1) if lo_rank + 1 < n else (lo_rank, lo_rank)
     for t in range(b):
         torch.matmul(z[t], draws_t, out=buf)
         np.maximum.reduce(f, axis=0, out=hi)
         np.minimum.reduce(f, axis=0, out=lo)
         np.maximum(hi, np.negative(lo, out=lo), out=hi)
-        hi.partition(kth)  # in place: both order statistics in one partial sort
-        pair[t] = hi[kth[0]], hi[kth[1]]
+        hi.partition(lo_rank)  # in place (a tuple of two ranks sorts twice: slower)
+        pair[t, 0] = hi[lo_rank]
+        pair[t, 1] = hi[lo_rank + 1 :].min() if lo_rank + 1 < n else hi[lo_rank]
     return _lerp_pair(torch.from_numpy(pair[:, 0]), torch.from_numpy(pair[:, 1]), pos)
 
 
