@@ -85,7 +85,7 @@ plus two reductions over the cells), whatever the output size and ``p``. Bounds 
 draws (as in the pixel band) do not pay here: a draw is certified below the quantile only by a
 bound on every cell, and the Cauchy-Schwarz slack of any low-rank bound grows like
 ``sqrt(min(r, h w))``, so most draws would need their exact maximum anyway. For a small
-network (a 28 x 28 MNIST CNN, 7 x 7 cells) this floor alone is about 3x the CAM itself;
+network (a 28 x 28 MNIST CNN, 7 x 7 cells) this floor alone is 3-4x the CAM itself;
 ``benchmarks/cam.py`` prints it.
 """
 
