@@ -73,12 +73,8 @@ from glminterp.engine import (
 )
 from glminterp.head import reference_to_sum_to_zero_map
 from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
-from glminterp.refit.mnbr_single import (
-    SingleDesign,
-    solve32,
-    triangular_inverse32,
-    triangular_solve32,
-)
+from glminterp.refit.mnbr_hats import leverage_blocks, pair_triangles
+from glminterp.refit.mnbr_single import SingleDesign, inverse32, solve32
 from glminterp.refit.parametrize import sum_to_zero_cov
 
 TYPES: tuple[str, ...] = ("AS_mean",)
@@ -125,16 +121,11 @@ def hat_quantities_chunk(x: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> n
     return _hats_x1(add_const(x), probs, inv)
 
 
-def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """:func:`hat_quantities_chunk` from ``x1 = [1, x]``; ``V`` in the precision of ``inv``."""
-    n, q, j = x1.shape[0], x1.shape[1], probs.shape[1]
-    v = np.empty((n, j, j), dtype=inv.dtype)
-    for a in range(j):  # V is symmetric: blocks (a, l >= a) only
-        z = (x1 @ inv[a * q : (a + 1) * q, a * q :]).reshape(n, j - a, q)
-        va = np.einsum("nlq,nq->nl", z, x1)
-        v[:, a, a:] = va
-        v[:, a:, a] = va
-    return hats_from_blocks(v, probs)
+def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray,
+             triangles: list | None = None) -> np.ndarray:
+    """:func:`hat_quantities_chunk` from ``x1 = [1, x]``; ``V`` in the precision of ``inv``
+    (symmetric class pairs by triangular products, :mod:`glminterp.refit.mnbr_hats`)."""
+    return hats_from_blocks(leverage_blocks(x1, inv, probs.shape[1], triangles), probs)
 
 
 def hats_from_blocks(v: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -186,7 +177,6 @@ class _Point:
     kron: tuple | None = None  # zero-slope point: (D0^-1, G^-1, leverages)
     inverse: np.ndarray | None = field(default=None, repr=False)
     single: SingleDesign | None = None  # float32 point: chol, inverse in centred coordinates
-    rinv: np.ndarray | None = field(default=None, repr=False)  # float32: R^-1 (I = R'R)
     noise: float = 0.0  # rounding of logdet (float32 points)
 
     @property
@@ -198,10 +188,9 @@ class _Point:
             d_inv, g_inv, _ = self.kron
             return g_inv @ r @ d_inv
         q, j = r.shape
-        if self.single is not None:
+        if self.single is not None and self.chol[0].dtype == np.float32:
             rc = self.single.center_score(r).ravel(order="F")
-            sc = (triangular_solve32(self.rinv, rc) if self.rinv is not None
-                  else solve32(self.chol[0], rc))
+            sc = solve32(self.chol[0], rc)
             return self.single.uncenter_step(sc.reshape(q, j, order="F"))
         return cho_solve(self.chol, r.ravel(order="F"), check_finite=False).reshape(
             q, j, order="F")
@@ -235,17 +224,15 @@ class _Point:
             pk = np.r_[1.0 - p.sum(), p]
             return lev[:, None] * (pk * quad)[None, :]
         if self.single is not None:  # centred float32 design (the same leverages)
-            x1, p, n = self.single.x1c, self.probs, x.shape[0]
-            if self.inverse is not None:
-                return np.vstack([_hats_x1(x1[i : i + chunk], p[i : i + chunk], self.inverse)
-                                  for i in range(0, n, chunk)])
-            rows = chunk  # W_n is J x dim per row: about 4.5x the chunk's information rows
-            return np.vstack([hats_from_blocks(self.single.blocks(x1[i : i + rows], self.rinv),
-                                               p[i : i + rows]) for i in range(0, n, rows)])
-        inv = self.inverse_fisher()
+            x1, inv = self.single.x1c, self.inverse
+        else:
+            x1, inv = None, self.inverse_fisher()
+        tri = pair_triangles(inv, inv.shape[0] // self.probs.shape[1], self.probs.shape[1])
+        rows = max(chunk, 1024)
         return np.vstack([
-            hat_quantities_chunk(x[i : i + chunk], self.probs[i : i + chunk], inv)
-            for i in range(0, x.shape[0], chunk)
+            _hats_x1(add_const(x[i : i + rows]) if x1 is None else x1[i : i + rows],
+                     self.probs[i : i + rows], inv, tri)
+            for i in range(0, x.shape[0], rows)
         ])
 
 
@@ -270,10 +257,9 @@ def _evaluate(x, onehot, beta, chunk, fisher: np.ndarray | None = None) -> _Poin
     return _Point(beta, probs, llf, score, logdet, chol=chol, fisher=fisher)
 
 
-def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
-                     cov=None) -> _Point:
-    """A float32 point (see :mod:`glminterp.refit.mnbr_single`); ``fisher``/``cov``: given
-    float64 information and its inverse at ``beta`` (e.g. the MLE's), then not rebuilt."""
+def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None) -> _Point:
+    """A float32 point (see :mod:`glminterp.refit.mnbr_single`); ``fisher``: a given float64
+    information at ``beta`` (e.g. the MLE's), then not rebuilt."""
     llf, score, probs = _loglike(x, onehot, None, beta)
     f32 = (design.fisher(probs, chunk) if fisher is None
            else design.center_fisher(fisher).astype(np.float32, order="F"))
@@ -282,13 +268,12 @@ def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
         d = np.diag(c).astype(np.float64)
         if not np.all(d > 0):
             raise LinAlgError("float32 Cholesky factor with a zero pivot")
-        inv = None if cov is None else design.center_cov(cov).astype(np.float32)
-        rinv = triangular_inverse32(c, design.q) if cov is None else None  # over c
+        inv = inverse32(c)  # upper triangle: all the hat values read
     except LinAlgError:  # float32 too coarse here: this point in float64
         return _evaluate(x, onehot, beta, chunk, fisher=fisher)
     logdet = 2.0 * float(np.sum(np.log(d)))
-    return _Point(beta, probs, llf, score, logdet, chol=None if cov is None else (c, False),
-                  inverse=inv, rinv=rinv, single=design, noise=_SINGLE_NOISE * beta.size)
+    return _Point(beta, probs, llf, score, logdet, chol=(c, False), inverse=inv,
+                  single=design, noise=_SINGLE_NOISE * beta.size)
 
 
 def _point(x, onehot, beta, chunk, trace: dict) -> _Point:
@@ -772,12 +757,17 @@ def _first_point(x, onehot, b0, chunk, trace, start_fisher, start_cov) -> _Point
         return _point(x, onehot, b0, chunk, trace)
     fisher = _checked_fisher(start_fisher, b0.size)
     cov = None if start_cov is None else _checked_fisher(start_cov, b0.size, "start_cov")
-    if trace["single"] is not None:
-        pt = _evaluate_single(trace["single"], x, onehot, b0, chunk, fisher=fisher, cov=cov)
+    if trace["single"] is not None and cov is None:
+        pt = _evaluate_single(trace["single"], x, onehot, b0, chunk, fisher=fisher)
         trace["n_single"] += pt.single is not None
         return pt
-    pt = _evaluate(x, onehot, b0, chunk, fisher=fisher)
-    pt.inverse = cov
+    pt = _evaluate(x, onehot, b0, chunk, fisher=fisher)  # float64 factor: logdet, steps
+    if trace["single"] is None:
+        pt.inverse = cov
+        return pt
+    # float32 hat values from the given covariance (no centred information to factor)
+    pt.single, pt.inverse = trace["single"], trace["single"].center_cov(cov).astype(np.float32)
+    trace["n_single"] += 1
     return pt
 
 
