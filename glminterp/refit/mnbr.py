@@ -72,8 +72,8 @@ from glminterp.engine import (
     null_start_multinomial,
 )
 from glminterp.head import reference_to_sum_to_zero_map
-from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
 from glminterp.refit.mnbr_hats import leverage_blocks, pair_triangles
+from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
 from glminterp.refit.mnbr_single import SingleDesign, inverse32, solve32
 from glminterp.refit.parametrize import sum_to_zero_cov
 
