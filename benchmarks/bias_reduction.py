@@ -100,11 +100,14 @@ def separated(n: int, p: int, k: int, seed: int = 1):
     return x, y
 
 
-def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
+def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False,
+           tol: float | None = None) -> None:
     """The calls a user makes: ``refit_output_layer`` with and without ``remedy="firth"``.
 
     ``sep``: the bias reduction runs on separated data of the same size (:func:`separated`),
     where it is the only finite estimator; the MLE refit is timed on the overlapping data.
+    ``tol``: the bias reduction's ``remedy_kwds={"tol": tol}`` (default 1e-8; brglm2's
+    default ``epsilon`` is 1e-6).
     """
     import warnings
 
@@ -118,8 +121,9 @@ def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # EPP / penalized-inference warnings
         ml, t_ml, w_ml = _timed(lambda: gi.refit_output_layer(acts, progress=False))
+        kw = {} if tol is None else {"remedy_kwds": {"tol": tol}}
         br, t_br, w_br = _timed(lambda: gi.refit_output_layer(acts_br, remedy="firth",
-                                                               progress=False))
+                                                               progress=False, **kw))
         if lp:
             model = OutputLayerGLM.from_activations(acts)
             t0 = time.perf_counter()
@@ -139,6 +143,7 @@ def public(n: int, p: int, k: int, lp: bool = False, sep: bool = False) -> None:
     print(f"BR  refit_output_layer(acts, remedy='firth') : {t_br:7.2f} s [{w_br:.2f}] "
           f"({it}, from the {br.diagnostics['start']} start; separation decided by "
           f"{how})")
+    print("  Fisher steps per evaluation: " + ", ".join(f"{h[1]:.1e}" for h in r.history))
     if lp:
         print(f"the separation LP alone (skipped when the MLE is clean): {t_lp:.2f} s")
     print(f"ratio BR / MLE (public calls, CPU time): {t_br / t_ml:.2f}  (goal <= 3)")
@@ -250,6 +255,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lp", action="store_true", help="--public: also time the separation LP")
     ap.add_argument("--parts", action="store_true",
                     help="CPU seconds of the pieces of one evaluation (float64 and float32)")
+    ap.add_argument("--tol", type=float, default=None,
+                    help="--public: tol of the bias reduction (default 1e-8)")
     ap.add_argument("--separated", action="store_true",
                     help="--public: the bias reduction on separated data of the same size")
     args = ap.parse_args(argv)
@@ -266,7 +273,7 @@ def main(argv=None) -> None:
         if args.parts:
             parts(*size)
         elif args.public:
-            public(*size, lp=args.lp, sep=args.separated)
+            public(*size, lp=args.lp, sep=args.separated, tol=args.tol)
         else:
             timing(*size)
 
