@@ -1,8 +1,10 @@
 """Single-precision pieces of the multinomial bias reduction, for the evaluations far from the estimate.
 
 One evaluation of the adjusted score (:mod:`glminterp.refit.mnbr`) is dominated by two
-``O(N dim^2)`` products: the stacked information ``I = sum_n D_n (x) x1_n x1_n'`` and the per-row
-leverage blocks ``V_n[a, c] = x1_n' (I^-1)_{ac} x1_n``. In float32 both run about twice as fast.
+``O(N dim^2)`` products: the stacked information ``I = sum_n D_n (x) x1_n x1_n'`` (here the
+engine's block build, one ``ssyrk`` per symmetric class pair) and the per-row leverage blocks
+``V_n[a, c] = x1_n' (I^-1)_{ac} x1_n`` (:mod:`glminterp.refit.mnbr_hats`, from the upper
+triangle of the float32 inverse). In float32 both run about twice as fast.
 While the Fisher-metric step is large the rounding (about 1e-7 relative, measured on the step
 after centring) is far below the step, so these evaluations lose nothing; the iteration switches
 to float64 before it stops, so the estimate, its standard errors and the stopping test are
