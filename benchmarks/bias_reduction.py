@@ -14,18 +14,26 @@ same data, every check included (both prove overlap from a clean maximum-likelih
 skip the separation LP; the bias reduction then starts from that MLE); ``--lp`` also times the
 LP on its own (minutes at the full size on the LP of this version).
 
-Measured (2 shared cores, load 7-10 from other jobs, CPU seconds with one BLAS thread, ratios
-within one run): ``--public`` at N=10,000, p=256, K=10: MLE refit 3.77 s, ``remedy="firth"``
-16.37 s: 4.34x; a second run 4.36 s vs 18.00 s: 4.13x (7 iterations, 8 evaluations: the first
-from the MLE's own information and covariance, 6 in float32, the last in float64; overlap
-proved by the clean MLE, no LP). Before float32 evaluations and the covariance reuse (same
-session, load ~1): 3.19 s vs 29.70 s, 9.3x. ``--parts`` (one evaluation at the MLE): float64
-information 1.84, Cholesky 0.14, inverse 0.24, hat values 1.25 (3.46 s); float32 information
-0.75, Cholesky 0.10, R^-1 0.08, hat values 0.84 (1.76 s). The goal <= 3 is not met: the
-Fisher-metric map's Jacobian ``I^-1 dA/db`` has eigenvalues spread over about [-0.15, 0.15]
-here (computed exactly at N=2,000, p=51, K=10, the same parameters / rows), so any
-secant/Krylov acceleration needs about 6 evaluations to go from the first step (5e-2) to
-``tol = 1e-8``, and one float32 evaluation still costs about half the MLE refit.
+Measured (2 shared cores, load 3.8-5 from other jobs, CPU seconds with one BLAS thread, ratios
+within one run; the MLE's own time varies 1.7-3.1 s between runs): ``--public`` at N=10,000,
+p=256, K=10, ``--repeat 2``: MLE refit 2.07 s, ``remedy="firth"`` 14.89 s: 7.18x; again 2.16 s
+vs 14.01 s: 6.50x (7 iterations, 8 evaluations: the first from the MLE's own information and
+covariance, 6 float32, the last float64; Fisher steps 5.0e-2, 5.7e-3, 1.7e-3, 2.1e-4, 1.2e-5,
+2.9e-7, 2.1e-8 (float32), 8.2e-9 (float64); overlap proved by the clean MLE, no LP). The
+previous kernels, in the same session: 2.23 s vs 16.07 s (7.22x), 1.88 s vs 16.09 s (8.55x).
+``--tol 1e-6`` (brglm2's default ``epsilon``): 2.29 s vs 11.03 s, 4.83x (7 evaluations).
+``--parts`` (one evaluation at the MLE): float64 information 1.07, Cholesky 0.13, inverse 0.45,
+hat values 0.81 (2.46 s); float32 information 0.70, Cholesky 0.36, inverse 0.32, hat values
+0.40 (1.78 s; 1.2-1.3 s inside the iteration). The goal <= 3 is not met, and cannot be with
+this estimator at ``tol = 1e-8``: one evaluation is ``J(J+1)/2 N q^2`` flops for the
+information plus as many for the leverage blocks plus ``dim^3`` for the factor and inverse
+(7.2e10 flops here), against about half that for the MLE's single information and triangular
+inverse; the Fisher-metric map's Jacobian ``I^-1 dA/db`` has eigenvalues spread over
+[-0.16, 0.08] (computed exactly at N=1,000, p=25, K=10, the same parameters / rows; half of them
+above 0.05 in modulus), so Anderson acceleration needs about 6 evaluations after the first to go
+from 5e-2 to 1e-8, each at least about half the MLE refit in float32. 3x would need the whole
+bias reduction (MLE excluded) in about 2 MLE refits: the final float64 evaluation (standard
+errors and the stopping test) alone is over one.
 ``--public --small``: 0.08 s vs 0.11 s (1.38x). ``--public --small --separated`` (bias
 reduction on completely separated data of the same size, the MLE refit timed on the
 overlapping data): 0.10 s vs 1.33 s (12.8x; 72 Fisher-metric iterations, plus the failed MLE
