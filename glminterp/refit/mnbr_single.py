@@ -27,6 +27,7 @@ from glminterp.engine import symmetrize_upper
 
 F32 = np.float32
 _BUFFER = 2**18  # elements of one weighted row block of the information build (1 MiB)
+_TINY32 = 1e-15  # weights below: 0 (their squares would be near float32's subnormal range)
 
 
 class SingleDesign:
@@ -105,6 +106,7 @@ class SingleDesign:
                     sl = slice(i, i + rows)
                     w = (np.sqrt(p[sl, a] * (1.0 - p[sl, a])) if a == c
                          else roots[sl, a] * roots[sl, c])
+                    w[w < _TINY32] = 0.0  # no subnormal products inside ssyrk (slow)
                     bb = buf[: w.shape[0]]
                     np.multiply(self.x1c[sl], w[:, None], out=bb)
                     acc = ssyrk(1.0, bb.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
