@@ -26,8 +26,11 @@ makes, all checks included; CPU time of this process with one torch / BLAS threa
 
 Ratios are printed against ``plain`` and against ``torchcam`` (all classes), and for one class
 (``classes=0``, default call against the plain CAM and torchcam's CAM of one class). The last
-column is the mean ratio of the two simultaneous bands' half-widths ``t * band_se`` (cells /
-pixels) over all pixels, images and classes.
+columns are the mean ratio of the two simultaneous bands' half-widths ``t * band_se`` (cells /
+pixels) over all pixels, images and classes, and ``sim floor``: the CPU time of the bare float32
+products and cell reductions that any exact simulation with ``n_sim`` draws per image and class
+needs (:func:`sim_floor`, not a public call) against the plain call. Where it is near or above 2,
+no implementation of the seeded brute-force threshold reaches ``default <= 3 x plain``.
 
 Usage: ``python benchmarks/cam.py [--models mnist,resnet18] [--widths 32,128,512]
 [--n-mnist 512] [--n-resnet 8] [--repeats 3] [--n-sim 2000]``.
@@ -129,6 +132,25 @@ def timed(fns: dict, repeats: int) -> tuple[dict[str, float], dict]:
     return {k: min(v) for k, v in times.items()}, last
 
 
+def sim_floor(n_maps: int, cells: int, k: int, n_sim: int) -> float:
+    """CPU time of the bare products of an exact cell-band simulation (a floor, not a call).
+
+    Every map's threshold needs ``max_c |zeta_c|`` for each of the ``n_sim`` draws: one float32
+    product ``(cells, k) @ (k, n_sim)`` (``k = min(p + 1, cells)``, the rank of the cell field)
+    and the max and min over the cells, per image and class. No brute-force simulation with
+    these draws does less arithmetic; the default call's threshold is at most this fast.
+    """
+    z, g = torch.randn(cells, k), torch.randn(k, n_sim)
+    buf = torch.empty(cells, n_sim)
+    f = buf.numpy()
+    t = time.process_time()
+    for _ in range(n_maps):
+        torch.matmul(z, g, out=buf)
+        np.maximum.reduce(f, axis=0)
+        np.minimum.reduce(f, axis=0)
+    return time.process_time() - t
+
+
 def width_ratio(cells, pixels) -> float:
     """Mean ratio of the half-widths ``t * band_se`` of the two simultaneous bands."""
     def half(r):
@@ -155,6 +177,9 @@ def measure(model_name: str, p: int, n: int, repeats: int, n_sim: int) -> dict[s
     }
     times, last = timed(fns, repeats)
     times["width"] = width_ratio(last["default"], last["pixels"])
+    cells = int(np.prod(last["plain"].activations.shape[2:]))
+    times["floor"] = min(sim_floor(n * N_CLASSES, cells, min(p + 1, cells), n_sim)
+                         for _ in range(2))
     return times
 
 
@@ -175,7 +200,7 @@ def main(argv=None) -> None:
             f"{'default/plain':>13} {'SE+z/plain':>10} {'pixels/plain':>12} "
             f"{'torchcam s':>10} {'plain/torchcam':>14} {'default/torchcam':>16} "
             f"{'1 class: /plain':>15} "
-            f"{'/torchcam':>9} {'width cells/pixels':>18}")
+            f"{'/torchcam':>9} {'width cells/pixels':>18} {'sim floor/plain':>15}")
     print(head)
     with threadpool_limits(1):
         for model_name in args.models.split(","):
@@ -188,7 +213,8 @@ def main(argv=None) -> None:
                       f"{t['plain'] / t['torchcam']:14.2f} "
                       f"{t['default'] / t['torchcam']:16.2f} "
                       f"{t['default1'] / t['plain1']:15.2f} "
-                      f"{t['default1'] / t['torchcam1']:9.2f} {t['width']:18.3f}", flush=True)
+                      f"{t['default1'] / t['torchcam1']:9.2f} {t['width']:18.3f} "
+                      f"{t['floor'] / t['plain']:15.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,19 @@ factors no wider than the cells (wider ones take the per-class Gram path above):
 factors of all classes are stacked so that one product per image chunk gives every class's
 ``v``, and the five fields and the interpolation run for all classes at once (same algebra,
 equal to the per-class loop to rounding). With it, a per-class loop runs, one seeded stream
-of draws per class.
+of draws per class. The default cell band with factors no wider than the cells
+(:func:`_narrow_cell_band`) takes SE, z and the pointwise mask from that batched path too:
+its loadings are the channels ``V`` themselves, so only their row norms (the cell SEs) and the
+thresholds are per class, with the same draws and loadings as the per-class Gram path.
+
+Cost. An exact simulation with these draws evaluates ``max_c |zeta_c|`` for every draw, image
+and class: ``n_sim * h w * min(r, h w)`` multiply-adds per map (float32, near the BLAS peak,
+plus two reductions over the cells), whatever the output size and ``p``. Bounds that skip
+draws (as in the pixel band) do not pay here: a draw is certified below the quantile only by a
+bound on every cell, and the Cauchy-Schwarz slack of any low-rank bound grows like
+``sqrt(min(r, h w))``, so most draws would need their exact maximum anyway. For a small
+network (a 28 x 28 MNIST CNN, 7 x 7 cells) this floor alone is 3-4x the CAM itself;
+``benchmarks/cam.py`` prints it.
 """
 
 from __future__ import annotations
@@ -466,9 +478,9 @@ def cell_thresholds(z: torch.Tensor, draws_t: torch.Tensor, alpha: float) -> tor
         np.maximum.reduce(f, axis=0, out=hi)
         np.minimum.reduce(f, axis=0, out=lo)
         np.maximum(hi, np.negative(lo, out=lo), out=hi)
-        part = np.partition(hi, lo_rank)
-        pair[t, 0] = part[lo_rank]
-        pair[t, 1] = part[lo_rank + 1 :].min() if lo_rank + 1 < n else part[lo_rank]
+        hi.partition(lo_rank)  # in place (a tuple of two ranks sorts twice: slower)
+        pair[t, 0] = hi[lo_rank]
+        pair[t, 1] = hi[lo_rank + 1 :].min() if lo_rank + 1 < n else hi[lo_rank]
     return _lerp_pair(torch.from_numpy(pair[:, 0]), torch.from_numpy(pair[:, 1]), pos)
 
 
@@ -529,7 +541,7 @@ def _cell_band_chunk(
 def _cell_band(
     acts: torch.Tensor, covs: np.ndarray, class_ids: list[int], raw: np.ndarray, share: float,
     size: tuple[int, int], alpha: float, n_sim: int, seed: int, crit: float,
-    simulate: bool = True,
+    simulate: bool = True, factors: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """:func:`uncertainty` with the simultaneous band at the feature cells (the default).
 
@@ -537,13 +549,16 @@ def _cell_band(
     channels ``v = R_c a_i`` for a block of images (one float64 product, ``p^2 h w`` per image:
     the only ``p``-dependent step), then everything else from the cells' ``h w x h w`` Gram
     matrices or per pixel. ``simulate=False``: SE, z and the pointwise mask only (the path
-    without simulation for factors wider than the cells).
+    without simulation for factors wider than the cells). ``factors``: the :func:`cov_factor`
+    of each covariance, when already computed.
     """
     n, p, h, w = acts.shape
     uy, ux = interp_matrix(h, size[0]), interp_matrix(w, size[1])
     quad = (quadratic_weights(uy), quadratic_weights(ux))
-    with _one_blas_thread():
-        factors = [torch.from_numpy(cov_factor(c)) for c in covs]
+    if factors is None:
+        with _one_blas_thread():
+            factors = [cov_factor(c) for c in covs]
+    factors = [torch.from_numpy(f) for f in factors]
     cells_t = acts.permute(1, 0, 2, 3).reshape(p, n * h * w)  # channels first, cells flattened
     raw_t = torch.from_numpy(raw)
     keys = [("se", raw_t.dtype), ("z", raw_t.dtype), ("mask_pointwise", torch.bool)]
@@ -565,6 +580,64 @@ def _cell_band(
             for key, val in part.items():
                 out[key][s : s + v.shape[0], i] = val
     return {key: val.numpy() for key, val in out.items()}
+
+
+def _augmented_cells(acts: torch.Tensor, share: float) -> np.ndarray:
+    """``[share; A]`` channels first, images next (cells are columns): (p + 1, N, h, w)."""
+    n, p, h, w = acts.shape
+    aug = np.empty((p + 1, n, h, w))
+    aug[0] = share
+    aug[1:] = acts.permute(1, 0, 2, 3).numpy()
+    return aug
+
+
+def _narrow_cell_band(
+    acts: torch.Tensor, factors: list[np.ndarray], class_ids: list[int], raw: np.ndarray,
+    share: float, size: tuple[int, int], alpha: float, n_sim: int, seed: int, crit: float,
+) -> dict[str, Any]:
+    """The cell band (:func:`_cell_band`'s numbers) for factors no wider than the cells.
+
+    With ``r_c <= h w`` the cell field of a draw is ``V e`` itself (:func:`field_loadings`), so
+    no cells' Gram matrix is needed: SE, z and the pointwise mask of all classes come from the
+    batched path without simulation (:func:`_all_class_se_z`), and per class only the channels
+    ``V = R_c [share; A]`` (``r_c^2`` per cell), their row norms (the cell SEs) and the seeded
+    threshold (:func:`cell_thresholds`, the same draws and loadings as :func:`_cell_band`).
+    The band scale and the simultaneous mask are then formed for all classes at once.
+    """
+    n, p, h, w = acts.shape
+    aug = _augmented_cells(acts, share)
+    uy, ux = interp_matrix(h, size[0]).numpy(), interp_matrix(w, size[1]).numpy()
+    quad = [tuple(t.numpy() for t in quadratic_weights(torch.from_numpy(u))) for u in (uy, ux)]
+    raw = np.ascontiguousarray(raw)
+    flat = aug.reshape(p + 1, n * h * w)
+    thr = np.empty((n, len(class_ids)))
+    se_cells = np.empty((n, len(class_ids), h, w))
+    per = max(1, _SE_CHUNK_BYTES // (8 * h * w * (p + 1)))
+    with _one_blas_thread():
+        se, z, mask_p = _all_class_se_z(aug, factors, raw, *quad, crit)
+        for i, (j, fac) in enumerate(zip(class_ids, factors)):
+            draws_t = class_draws(seed, j, n_sim, fac.shape[0])
+            for s in range(0, n, per):
+                cols = flat[:, s * h * w : (s + per) * h * w]
+                v = (fac @ cols).reshape(fac.shape[0], -1, h * w).transpose(1, 2, 0)
+                sc = np.sqrt(np.einsum("bcr,bcr->bc", v, v))  # (b, hw): the cell SEs
+                with np.errstate(divide="ignore"):
+                    inv = np.where(sc > 0, 1.0 / sc, 0.0)
+                zl = torch.from_numpy(np.ascontiguousarray(v * inv[..., None], dtype=np.float32))
+                thr[s : s + v.shape[0], i] = cell_thresholds(zl, draws_t, alpha).numpy()
+                se_cells[s : s + v.shape[0], i] = sc.reshape(-1, h, w)
+        band = np.matmul(uy, np.matmul(se_cells, ux.T))  # (N, C, H, W) interpolated cell SEs
+    return {"se": se, "z": z, "mask_pointwise": mask_p, "band_se": band,
+            "mask_simultaneous": _band_mask(raw, thr, band), "sim_threshold": thr}
+
+
+def _band_mask(raw: np.ndarray, thr: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """``|raw| > thr * band`` where ``band > 0`` (N, C, H, W), in two passes over the maps."""
+    lim = np.multiply(band, thr[:, :, None, None])
+    mask = np.less(lim, np.abs(raw), out=np.empty(raw.shape, dtype=bool))
+    if not band.min() > 0:  # no SE, no band (and NaN excluded)
+        mask &= band > 0
+    return mask
 
 
 def _all_class_se_z(
@@ -712,9 +785,7 @@ def uncertainty(
                           simulate=False) | {"pointwise_threshold": crit}
     if not simultaneous:
         # all classes at once; the simulation below keeps its per-class path and seeded draws
-        aug = np.empty((p + 1, n, h, w))  # channels first, images next: cells are columns
-        aug[0] = share
-        aug[1:] = acts.permute(1, 0, 2, 3).numpy()
+        aug = _augmented_cells(acts, share)
         quad = [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
                 for k, big in ((h, size[0]), (w, size[1]))]
         with _one_blas_thread():
@@ -722,8 +793,15 @@ def uncertainty(
             se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)
         return {"se": se, "z": z, "mask_pointwise": mask_p, "pointwise_threshold": crit}
     if band == "cells":
-        return _cell_band(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed, crit) | {
-            "pointwise_threshold": crit}
+        with _one_blas_thread():
+            factors = [cov_factor(c) for c in covs]
+        if max(f.shape[0] for f in factors) <= h * w:  # the loadings are the channels
+            out = _narrow_cell_band(acts, factors, class_ids, raw, share, size, alpha, n_sim,
+                                    seed, crit)
+        else:
+            out = _cell_band(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed, crit,
+                             factors=factors)
+        return out | {"pointwise_threshold": crit}
     if band != "pixels":
         raise ValueError(f"band={band!r}; use one of {BANDS}.")
     out = _simulated(acts, covs, class_ids, raw, share, size, alpha, n_sim, seed)
