@@ -1,7 +1,9 @@
 """The forward passes of an extraction: which modules are hooked, and where their outputs go.
 
-:func:`record` runs every batch once through an :class:`~glminterp.hooks.ActivationRecorder`.
-The head's input (the GLM's regressors) and the network's outputs go straight into
+:func:`record` runs every batch once, through an :class:`~glminterp.hooks.ActivationRecorder`
+for the layers asked for beside the head's input. The head's input (the GLM's regressors) is
+taken from what the head's ``forward`` receives (:mod:`glminterp._head_tap`: a tap, not a
+hook, where the module allows one); it and the network's outputs go straight into
 preallocated float32 ``(N, p)`` buffers (:class:`Rows`: one copy per batch, no concatenation,
 no float64); other layers are pooled inside their hook. Inputs are checked finite where it
 costs least (:mod:`glminterp._input_check`); the first batch was checked before the head was
@@ -49,8 +51,9 @@ def plan_layers(model, layers, head_desc: Head | None, head_error, pool: str,
             raise HeadError(f"layers=None needs a detectable head: {head_error}")
         layers = [head_desc.input_layer]
     names = resolve_layers(model, layers, modules)
-    # the head's regressors are recorded where they are exact: the head's own input (a forward
-    # pre-hook); a GAP head's input layer is still hooked for its maps and shape
+    # the head's regressors are recorded where they are exact: the head's own input (a tap on
+    # its forward, or a forward pre-hook); a GAP head's input layer is still hooked for its
+    # maps and shape
     head_in = _head_input_spec(head_desc, names, pool)
     input_layer = head_desc.input_layer if head_in is not None else None
     hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
