@@ -84,4 +84,8 @@ class HeadTap:
         raise ValueError(f"Layer {self.spec!r} did not run in the forward pass (it ran 0 times).")
 
     def remove(self) -> None:
+        """Restore the head's ``forward`` and drop the wrapper, which refers back to this tap
+        (a cycle would keep the rows' buffer alive until the garbage collector runs, so the
+        next extraction could not reuse its memory)."""
         self.tap.remove()
+        self.tap.wrapper = None

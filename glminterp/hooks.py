@@ -329,7 +329,7 @@ class ForwardTap:
 
     def remove(self) -> None:
         """Restore the class's ``forward`` (idempotent)."""
-        if self.module.__dict__.get("forward") is self.wrapper:
+        if self.wrapper is not None and self.module.__dict__.get("forward") is self.wrapper:
             del self.module.forward
 
 

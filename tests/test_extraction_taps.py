@@ -205,3 +205,24 @@ def test_head_output_row_is_non_finite_for_any_non_finite_input(shape):
     with torch.inference_mode():
         out = lin(x)
     assert torch.equal(~torch.isfinite(out).all(dim=1), ~torch.isfinite(x).all(dim=1))
+
+
+def test_no_reference_cycle_keeps_the_recorded_rows_alive():
+    """Dropping the result frees its buffers at once (not at the next garbage collection), so
+    a following extraction can reuse that memory instead of faulting in fresh pages."""
+    import gc
+
+    from glminterp._recording import Rows
+
+    model = gi.build_model("mlp", seed=0)
+    x = torch.rand(300, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    gc.collect()
+    gc.disable()
+    try:
+        acts = gi.extract_activations(model, x, progress=False)
+        assert acts.head_features().shape == (300, 100)
+        del acts
+        alive = [o for o in gc.get_objects() if type(o) in (Rows, HeadTap, ForwardTap)]
+    finally:
+        gc.enable()
+    assert alive == []
