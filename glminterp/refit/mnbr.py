@@ -17,9 +17,10 @@ multinomial analogue of Firth's hat values). So ``U + A`` is the ordinary score 
 with *pseudo-counts* ``y_nk + h_nk / 2`` and totals ``1 + H_n / 2`` (all counts positive: no
 separation), Kosmidis & Firth's pseudo-data representation. Each iteration here
 
-1. at the current ``b``: builds ``I`` (the engine's stacked ``syrk`` kernel), its Cholesky factor
-   (``log det I`` for ``l*``), ``I^-1`` and ``V_n`` (one pass over rows, ``(K-1)`` GEMMs per chunk,
-   the cost of one more information matrix), hence ``h`` and the exact gradient ``U + A``;
+1. at the current ``b``: builds ``I`` (the engine's block build, one ``syrk`` per symmetric class
+   pair), its Cholesky factor (``log det I`` for ``l*``), ``I^-1`` and ``V_n`` (one triangular
+   product per symmetric class pair, :mod:`glminterp.refit.mnbr_hats`: the flops of one more
+   information matrix), hence ``h`` and the exact gradient ``U + A``;
 2. stops when the Fisher-metric step ``I^-1 (U + A)`` is below ``tol`` (brglm2's criterion);
 3. else maximises the pseudo-data log-likelihood with ``h`` held fixed (concave, finite) by
    Newton-CG on Fisher-vector products, preconditioned by the Cholesky factor of step 1, and
@@ -30,15 +31,29 @@ plain Fisher-metric step, extrapolated by Anderson acceleration over the last st
 zero slopes (the default) has ``I = D_0 (x) X1'X1``: step 1 is then computed from the Kronecker
 structure at the cost of one Gram matrix.
 
-Cost and convergence: each outer iteration is about two information matrices plus a Cholesky
-inverse, ``O(N (K-1)^2 (p+1)^2)`` (measured at N=10k, p=256, K=10, one BLAS thread: information
-1.4 s, hat values 1.3 s, Cholesky and inverse 0.7 s; the MLE fit builds one information and
-one inverse). From a maximum-likelihood start these run in float32 on the centred design while
-far from the estimate (``precision``; :mod:`glminterp.refit.mnbr_single`, about 1.5 s per
-evaluation there), and the last evaluation, which decides convergence and gives the standard
-errors, in float64; the MLE's own information and covariance give the first adjusted score. The Fisher metric omits the penalty's curvature, so that
+Cost and convergence: one evaluation is the information (``J(J+1)/2 N q^2`` flops, ``q = p + 1``,
+``J = K - 1``), its Cholesky factor and inverse (``dim^3``) and the leverage blocks (``J(J+1)/2
+N q^2`` again): about twice the MLE fit's own information and triangular inverse. Measured at
+N=10k, p=256, K=10 (one BLAS thread, CPU seconds on a shared machine): float64 information
+1.07, Cholesky 0.13, inverse 0.45, hat values 0.81 (2.5 s); float32 (centred design,
+:mod:`glminterp.refit.mnbr_single`) information 0.46-0.70, Cholesky 0.07-0.36, inverse
+0.19-0.32, hat values 0.40 (1.2-1.8 s). From a maximum-likelihood start the first adjusted
+score takes the MLE's own information (float64 factor: ``log det``, steps) and covariance
+(float32 hat values), the evaluations while far run in float32 (``precision``), and the last,
+which decides convergence and gives the standard errors, in float64, hat values included:
+float32 hat values move the Fisher step by up to 8e-9 at the estimate (measured there, against
+float64), the size of ``tol``. On that benchmark the mixed and the all-float64 iterations
+both take 8 evaluations and agree to 5e-10 in the coefficients (2e-7 relative) and 3e-9
+relative in the standard errors. The Fisher metric omits the penalty's curvature, so that
 iteration converges linearly, at a rate that grows with ``dim(b) / N`` and with separation
-(measured: ~0.1 on overlapping data at dim/N = 0.1, 0.85-0.98 on separated data). Where the
+(measured: ~0.1 on overlapping data at dim/N = 0.1, 0.85-0.98 on separated data). The map
+``b -> b + I^-1 (U + A)`` has Jacobian ``I^-1 H`` (``H`` the Hessian of ``1/2 log det I``);
+computed exactly at N=1000, p=25, K=10 (the benchmark's dim/N) its eigenvalues spread over
+[-0.16, 0.08], 117 of 234 above 0.05 in modulus (no small subspace to extrapolate in), and the
+part that a frozen ``I^-1`` leaves out (the pair term of :mod:`glminterp.refit.mnbr_hessian`)
+alone spans [-0.23, 0]. Anderson acceleration gains about two evaluations over the plain
+iteration (measured from the MLE at N=2000-3000, p=51-76, K=10: 7-8 evaluations to 1e-8
+against 9-10; memory 2-12 makes no difference). Where the
 exact Hessian of ``l*`` (:mod:`glminterp.refit.mnbr_hessian`, ``O((N K)^2 dim)``: it couples all
 pairs of rows) is affordable, ``method="auto"`` switches to a damped Newton iteration once the
 Fisher step is below 0.1 (quadratic convergence: 2-3 steps to ``tol``), and ``method="newton"``
@@ -72,13 +87,9 @@ from glminterp.engine import (
     null_start_multinomial,
 )
 from glminterp.head import reference_to_sum_to_zero_map
+from glminterp.refit.mnbr_hats import leverage_blocks, pair_triangles
 from glminterp.refit.mnbr_hessian import hessian_flops, penalized_hessian
-from glminterp.refit.mnbr_single import (
-    SingleDesign,
-    solve32,
-    triangular_inverse32,
-    triangular_solve32,
-)
+from glminterp.refit.mnbr_single import SingleDesign, inverse32, solve32
 from glminterp.refit.parametrize import sum_to_zero_cov
 
 TYPES: tuple[str, ...] = ("AS_mean",)
@@ -125,16 +136,11 @@ def hat_quantities_chunk(x: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> n
     return _hats_x1(add_const(x), probs, inv)
 
 
-def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """:func:`hat_quantities_chunk` from ``x1 = [1, x]``; ``V`` in the precision of ``inv``."""
-    n, q, j = x1.shape[0], x1.shape[1], probs.shape[1]
-    v = np.empty((n, j, j), dtype=inv.dtype)
-    for a in range(j):  # V is symmetric: blocks (a, l >= a) only
-        z = (x1 @ inv[a * q : (a + 1) * q, a * q :]).reshape(n, j - a, q)
-        va = np.einsum("nlq,nq->nl", z, x1)
-        v[:, a, a:] = va
-        v[:, a:, a] = va
-    return hats_from_blocks(v, probs)
+def _hats_x1(x1: np.ndarray, probs: np.ndarray, inv: np.ndarray,
+             triangles: list | None = None) -> np.ndarray:
+    """:func:`hat_quantities_chunk` from ``x1 = [1, x]``; ``V`` in the precision of ``inv``
+    (symmetric class pairs by triangular products, :mod:`glminterp.refit.mnbr_hats`)."""
+    return hats_from_blocks(leverage_blocks(x1, inv, probs.shape[1], triangles), probs)
 
 
 def hats_from_blocks(v: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -186,7 +192,6 @@ class _Point:
     kron: tuple | None = None  # zero-slope point: (D0^-1, G^-1, leverages)
     inverse: np.ndarray | None = field(default=None, repr=False)
     single: SingleDesign | None = None  # float32 point: chol, inverse in centred coordinates
-    rinv: np.ndarray | None = field(default=None, repr=False)  # float32: R^-1 (I = R'R)
     noise: float = 0.0  # rounding of logdet (float32 points)
 
     @property
@@ -198,10 +203,9 @@ class _Point:
             d_inv, g_inv, _ = self.kron
             return g_inv @ r @ d_inv
         q, j = r.shape
-        if self.single is not None:
+        if self.single is not None and self.chol[0].dtype == np.float32:
             rc = self.single.center_score(r).ravel(order="F")
-            sc = (triangular_solve32(self.rinv, rc) if self.rinv is not None
-                  else solve32(self.chol[0], rc))
+            sc = solve32(self.chol[0], rc)
             return self.single.uncenter_step(sc.reshape(q, j, order="F"))
         return cho_solve(self.chol, r.ravel(order="F"), check_finite=False).reshape(
             q, j, order="F")
@@ -235,17 +239,15 @@ class _Point:
             pk = np.r_[1.0 - p.sum(), p]
             return lev[:, None] * (pk * quad)[None, :]
         if self.single is not None:  # centred float32 design (the same leverages)
-            x1, p, n = self.single.x1c, self.probs, x.shape[0]
-            if self.inverse is not None:
-                return np.vstack([_hats_x1(x1[i : i + chunk], p[i : i + chunk], self.inverse)
-                                  for i in range(0, n, chunk)])
-            rows = chunk  # W_n is J x dim per row: about 4.5x the chunk's information rows
-            return np.vstack([hats_from_blocks(self.single.blocks(x1[i : i + rows], self.rinv),
-                                               p[i : i + rows]) for i in range(0, n, rows)])
-        inv = self.inverse_fisher()
+            x1, inv = self.single.x1c, self.inverse
+        else:
+            x1, inv = None, self.inverse_fisher()
+        tri = pair_triangles(inv, inv.shape[0] // self.probs.shape[1], self.probs.shape[1])
+        rows = max(chunk, 1024)
         return np.vstack([
-            hat_quantities_chunk(x[i : i + chunk], self.probs[i : i + chunk], inv)
-            for i in range(0, x.shape[0], chunk)
+            _hats_x1(add_const(x[i : i + rows]) if x1 is None else x1[i : i + rows],
+                     self.probs[i : i + rows], inv, tri)
+            for i in range(0, x.shape[0], rows)
         ])
 
 
@@ -270,10 +272,9 @@ def _evaluate(x, onehot, beta, chunk, fisher: np.ndarray | None = None) -> _Poin
     return _Point(beta, probs, llf, score, logdet, chol=chol, fisher=fisher)
 
 
-def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
-                     cov=None) -> _Point:
-    """A float32 point (see :mod:`glminterp.refit.mnbr_single`); ``fisher``/``cov``: given
-    float64 information and its inverse at ``beta`` (e.g. the MLE's), then not rebuilt."""
+def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None) -> _Point:
+    """A float32 point (see :mod:`glminterp.refit.mnbr_single`); ``fisher``: a given float64
+    information at ``beta`` (e.g. the MLE's), then not rebuilt."""
     llf, score, probs = _loglike(x, onehot, None, beta)
     f32 = (design.fisher(probs, chunk) if fisher is None
            else design.center_fisher(fisher).astype(np.float32, order="F"))
@@ -282,13 +283,12 @@ def _evaluate_single(design: SingleDesign, x, onehot, beta, chunk, fisher=None,
         d = np.diag(c).astype(np.float64)
         if not np.all(d > 0):
             raise LinAlgError("float32 Cholesky factor with a zero pivot")
-        inv = None if cov is None else design.center_cov(cov).astype(np.float32)
-        rinv = triangular_inverse32(c, design.q) if cov is None else None  # over c
+        inv = inverse32(c)  # upper triangle: all the hat values read
     except LinAlgError:  # float32 too coarse here: this point in float64
         return _evaluate(x, onehot, beta, chunk, fisher=fisher)
     logdet = 2.0 * float(np.sum(np.log(d)))
-    return _Point(beta, probs, llf, score, logdet, chol=None if cov is None else (c, False),
-                  inverse=inv, rinv=rinv, single=design, noise=_SINGLE_NOISE * beta.size)
+    return _Point(beta, probs, llf, score, logdet, chol=(c, False), inverse=inv,
+                  single=design, noise=_SINGLE_NOISE * beta.size)
 
 
 def _point(x, onehot, beta, chunk, trace: dict) -> _Point:
@@ -772,12 +772,17 @@ def _first_point(x, onehot, b0, chunk, trace, start_fisher, start_cov) -> _Point
         return _point(x, onehot, b0, chunk, trace)
     fisher = _checked_fisher(start_fisher, b0.size)
     cov = None if start_cov is None else _checked_fisher(start_cov, b0.size, "start_cov")
-    if trace["single"] is not None:
-        pt = _evaluate_single(trace["single"], x, onehot, b0, chunk, fisher=fisher, cov=cov)
+    if trace["single"] is not None and cov is None:
+        pt = _evaluate_single(trace["single"], x, onehot, b0, chunk, fisher=fisher)
         trace["n_single"] += pt.single is not None
         return pt
-    pt = _evaluate(x, onehot, b0, chunk, fisher=fisher)
-    pt.inverse = cov
+    pt = _evaluate(x, onehot, b0, chunk, fisher=fisher)  # float64 factor: logdet, steps
+    if trace["single"] is None:
+        pt.inverse = cov
+        return pt
+    # float32 hat values from the given covariance (no centred information to factor)
+    pt.single, pt.inverse = trace["single"], trace["single"].center_cov(cov).astype(np.float32)
+    trace["n_single"] += 1
     return pt
 
 
