@@ -9,17 +9,22 @@ runs twice refused; the model left exactly as found) and returning what the user
 ``Activations`` whose DataFrames are built on first access. The ``+frames`` columns time the
 same call plus the first access of ``features`` and ``obs`` (what a user who goes on to pandas
 pays). Ratio = bare / extract: 1 means extraction costs nothing on top of the forward pass.
+``faults``: the fewest and most page faults of one extraction call (the bare pass has none):
+fresh memory for the result costs a fault per 4 KB page at first touch, unless the allocator
+hands back memory a previous call freed, so the ratios move with it.
 
 For the MLP (the model where the extra cost shows: its forward pass is ~2 us a row) the run
 then accounts for the extra CPU time, each part timed alone on the same batches and given as a
 fraction of the bare pass:
 
-- ``hooks``: a no-op forward pre-hook on the head and a no-op forward hook on the first Linear
-  (what makes torch take its hooked call path; extraction has these two hooks);
+- ``taps``: no-op taps on the head's and the first Linear's ``forward``
+  (:class:`glminterp.hooks.ForwardTap`, what extraction records through instead of hooks);
 - ``copies``: the head's input and the logits copied into preallocated float32 ``(N, p)`` and
-  ``(N, K)`` buffers (fresh memory each call, as extraction's result must be);
-- ``checks``: the two per-batch finiteness sums (the head input's copy; the first Linear's
-  output, which vouches for the inputs, see ``glminterp/_input_check.py``);
+  ``(N, K)`` buffers (fresh memory each call, as extraction's result must be: the first touch
+  of each page is a page fault, counted in the ``faults`` column);
+- ``checks``: the two per-batch finiteness sums (the first Linear's output, which vouches for
+  the inputs, see ``glminterp/_input_check.py``; the head's ``(batch, K)`` output, which
+  vouches for its input, see ``glminterp/_head_tap.py``);
 - ``head detection``: one traced forward pass on two rows (a fixed cost per call);
 - ``rest``: what is left of extract - bare (Python bookkeeping per batch and the fixed set-up:
   argument checks, the model guard, the layer plan, labels, ids, metadata).
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import time
 
 import numpy as np
@@ -43,6 +49,7 @@ import torch
 
 import glminterp as gi
 from glminterp.head import detect_head
+from glminterp.hooks import ForwardTap
 
 
 def bare(model, x, batch_size):
@@ -52,16 +59,20 @@ def bare(model, x, batch_size):
 
 
 def best(fn, clocks):
-    """Best wall and CPU seconds of ``fn`` (``clocks`` collects them across calls)."""
+    """Best wall and CPU seconds of ``fn`` (``clocks`` collects them across calls; a third
+    entry, when there is one, collects the page faults of each call)."""
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t, c = time.perf_counter(), time.process_time()
     fn()
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     clocks[0], clocks[1] = min(clocks[0], wall), min(clocks[1], cpu)
+    if len(clocks) > 2:
+        clocks[2].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
 
 def run_row(name, model, x, data, layers, keep, args, repeats):
     model.eval()
-    b, e, f = [math.inf] * 2, [math.inf] * 2, [math.inf] * 2
+    b, e, f = [math.inf] * 2, [math.inf, math.inf, []], [math.inf] * 2
     kw = {"batch_size": args.batch_size, "keep_maps": keep, "progress": False}
 
     def extract():
@@ -77,31 +88,41 @@ def run_row(name, model, x, data, layers, keep, args, repeats):
         best(extract_frames, f)
     what = ("head input" if layers is None else "+".join(layers)) + (" +maps" if keep else "")
     print(f"{name:<8} {x.shape[0]:>6} {what:<20} {b[0]:8.4f} {e[0]:9.4f} {b[0] / e[0]:6.3f} "
-          f"{b[1] / e[1]:6.3f} {f[0]:9.4f} {b[0] / f[0]:6.3f} {b[1] / f[1]:6.3f}", flush=True)
+          f"{b[1] / e[1]:6.3f} {f[0]:9.4f} {b[0] / f[0]:6.3f} {b[1] / f[1]:6.3f} "
+          f"{min(e[2]):>6}-{max(e[2])}", flush=True)
     return b, e
 
 
 def _piece_loop(model, head, first, x, batch_size, level):
-    """The bare pass plus extraction's per-batch pieces up to ``level`` (1 hooks, 2 + copies,
+    """The bare pass plus extraction's per-batch pieces up to ``level`` (1 taps, 2 + copies,
     3 + checks), on the same batches."""
     n = x.shape[0]
-    rows = {"buf": None, "logits": np.empty((n, head.out_features), np.float32), "pos": 0}
+    rows = {"buf": None, "logits": torch.empty((n, head.out_features)).numpy(), "pos": 0}
 
-    def pre(module, inputs):
-        if level >= 2:
-            h = inputs[0]
-            if rows["buf"] is None:
-                rows["buf"] = np.empty((n, h.shape[1]), np.float32)
-            p = rows["pos"]
-            np.copyto(rows["buf"][p : p + h.shape[0]], h.numpy())
+    def head_tap(forward):
+        def tapped(h):
+            if level >= 2:
+                if rows["buf"] is None:
+                    rows["buf"] = torch.empty((n, h.shape[1])).numpy()
+                p = rows["pos"]
+                np.copyto(rows["buf"][p : p + h.shape[0]], h.numpy())
+            out = forward(h)
             if level >= 3:
-                math.isfinite(h.sum().item())
+                math.isfinite(out.sum().item())
+            return out
 
-    def post(module, inputs, output):
-        if level >= 3:
-            math.isfinite(output.sum().item())
+        return tapped
 
-    handles = [head.register_forward_pre_hook(pre), first.register_forward_hook(post)]
+    def first_tap(forward):
+        def tapped(z):
+            out = forward(z)
+            if level >= 3:
+                math.isfinite(out.sum().item())
+            return out
+
+        return tapped
+
+    handles = [ForwardTap(head, head_tap), ForwardTap(first, first_tap)]
     try:
         with torch.inference_mode():
             for s in range(0, n, batch_size):
@@ -129,11 +150,11 @@ def account(model, x, args, bare_cpu, extract_cpu):
                  levels[lv])
         best(lambda: detect_head(model, x[:2], input_hook=True), d)
     base = b[1]
-    hooks, copies, checks = (levels[0][1] - base, levels[1][1] - levels[0][1],
-                             levels[2][1] - levels[1][1])
+    taps, copies, checks = (levels[0][1] - base, levels[1][1] - levels[0][1],
+                            levels[2][1] - levels[1][1])
     det = d[1]
     rest = (extract_cpu - bare_cpu) / bare_cpu - (levels[2][1] - base) / base - det / base
-    print(f"{'':<8} {x.shape[0]:>6} extra cpu / bare: hooks {hooks / base:.3f}, copies "
+    print(f"{'':<8} {x.shape[0]:>6} extra cpu / bare: taps {taps / base:.3f}, copies "
           f"{copies / base:.3f}, checks {checks / base:.3f}, head detection {det / base:.3f}, "
           f"rest {rest:.3f} (total {(extract_cpu - bare_cpu) / bare_cpu:.3f})", flush=True)
 
@@ -157,7 +178,7 @@ def main(argv=None) -> None:
           f"{args.batch_size}, 1 thread, best of {args.repeats} ({args.big_repeats} for the "
           "big GAP CNN); ratio = bare / extract")
     print(f"{'model':<8} {'rows':>6} {'what':<20} {'bare s':>8} {'extract s':>9} {'ratio':>6} "
-          f"{'cpu':>6} {'+frames s':>9} {'ratio':>6} {'cpu':>6}")
+          f"{'cpu':>6} {'+frames s':>9} {'ratio':>6} {'cpu':>6} {'faults':>6}")
     if "mlp" in args.models:
         mlp = gi.build_model("mlp", seed=0)
         for x, data in [(ds.images, ds), (xb, (xb, yb))]:

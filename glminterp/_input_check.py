@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
+from glminterp.hooks import ForwardTap
+
 
 def version(x: torch.Tensor) -> int | None:
     """The tensor's version counter (bumped by in-place ops), None for inference tensors."""
@@ -116,17 +118,25 @@ class InputCheck:
         once = [m for m, calls in self._candidates.items() if calls == [True]]
         once = once[:1] if once and _reads_every_input(once[0]) else []
         self.mode = "linear" if once else "after"
-        if once:
-            self._handles.append(once[0].register_forward_hook(self._check_hook))
+        if once:  # a tap, not a hook: the hooked call path would cost ~2 us a batch
+            self._handles.append(ForwardTap(once[0], self._checked_forward))
 
-    def _check_hook(self, module, inputs, output) -> None:
-        self._seen = (
-            bool(inputs)
-            and self._x is not None
-            and _reads_all_of(inputs[0], self._x)
-            and isinstance(output, torch.Tensor)
-            and math.isfinite(output.sum().item())
-        )
+    def _checked_forward(self, forward: Callable) -> Callable:
+        """The chosen layer's ``forward``, noting whether it read all of the batch and gave a
+        finite output (summed as it returns, in cache)."""
+
+        def tapped(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            self._seen = (
+                bool(args)
+                and self._x is not None
+                and _reads_all_of(args[0], self._x)
+                and isinstance(out, torch.Tensor)
+                and math.isfinite(out.sum().item())
+            )
+            return out
+
+        return tapped
 
     # ------------------------------------------------------------------ every batch
     def before(self, x: torch.Tensor, ids, start: int, first: bool) -> int | None:

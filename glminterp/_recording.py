@@ -1,7 +1,9 @@
 """The forward passes of an extraction: which modules are hooked, and where their outputs go.
 
-:func:`record` runs every batch once through an :class:`~glminterp.hooks.ActivationRecorder`.
-The head's input (the GLM's regressors) and the network's outputs go straight into
+:func:`record` runs every batch once, through an :class:`~glminterp.hooks.ActivationRecorder`
+for the layers asked for beside the head's input. The head's input (the GLM's regressors) is
+taken from what the head's ``forward`` receives (:mod:`glminterp._head_tap`: a tap, not a
+hook, where the module allows one); it and the network's outputs go straight into
 preallocated float32 ``(N, p)`` buffers (:class:`Rows`: one copy per batch, no concatenation,
 no float64); other layers are pooled inside their hook. Inputs are checked finite where it
 costs least (:mod:`glminterp._input_check`); the first batch was checked before the head was
@@ -18,9 +20,17 @@ import torch
 from tqdm.auto import tqdm
 
 from glminterp import _extract_checks as chk
+from glminterp._head_tap import HeadTap
 from glminterp._input_check import InputCheck
 from glminterp.head import Head, HeadError
-from glminterp.hooks import ActivationRecorder, pool_output, resolve_layers
+from glminterp.hooks import (
+    ActivationRecorder,
+    can_tap,
+    model_guard,
+    parse_layer,
+    pool_output,
+    resolve_layers,
+)
 
 
 @dataclass(frozen=True)
@@ -41,8 +51,9 @@ def plan_layers(model, layers, head_desc: Head | None, head_error, pool: str,
             raise HeadError(f"layers=None needs a detectable head: {head_error}")
         layers = [head_desc.input_layer]
     names = resolve_layers(model, layers, modules)
-    # the head's regressors are recorded where they are exact: the head's own input (a forward
-    # pre-hook); a GAP head's input layer is still hooked for its maps and shape
+    # the head's regressors are recorded where they are exact: the head's own input (a tap on
+    # its forward, or a forward pre-hook); a GAP head's input layer is still hooked for its
+    # maps and shape
     head_in = _head_input_spec(head_desc, names, pool)
     input_layer = head_desc.input_layer if head_in is not None else None
     hooked = [n for n in names if n != input_layer or (head_desc.gap and n != head_in)]
@@ -64,8 +75,9 @@ class Rows:
     ``(N, C, H, W)`` for maps, ``flatten=False``): one copy per batch, no concatenation;
     falls back to a list of copies when the row count is not known.
 
-    ``finite`` says whether every value written so far is finite: each batch is summed right
-    after its copy, while it is still in cache (a finite sum means every value is finite).
+    ``finite`` says whether every value checked so far is finite: with ``check`` each batch is
+    summed right after its copy, while it is still in cache (a finite sum means every value is
+    finite); without it the caller checks the batches it must (:meth:`check_values`).
     """
 
     __slots__ = ("n", "pos", "buf", "arr", "parts", "check", "finite", "flatten")
@@ -76,14 +88,19 @@ class Rows:
         self.arr: np.ndarray | None = None  # numpy view of ``buf``
         self.check, self.finite, self.flatten = check, True, flatten
 
-    def write(self, t: torch.Tensor) -> None:
+    def write(self, t: torch.Tensor) -> torch.Tensor:
+        """Copy a batch in; returns a tensor holding the float32 values written (``t`` itself
+        when it is float32), for a check of them (:meth:`check_values`)."""
         b = t.shape[0]
         end = self.pos + b
         flat = t if not self.flatten or t.dim() == 2 else t.reshape(b, -1)
-        if self.buf is None and self.n is not None and not self.parts:
+        arr = self.arr
+        if arr is None and self.n is not None and not self.parts:
+            # torch's allocation, not numpy's: numpy asks for huge pages past 4 MB, and their
+            # first touch can stall on memory compaction (0.9 ms a batch seen on a busy machine)
             self.buf = torch.empty((self.n, *flat.shape[1:]), dtype=torch.float32)
-            self.arr = self.buf.numpy()
-        if self.buf is not None and end <= self.n and flat.shape[1:] == self.arr.shape[1:]:
+            arr = self.arr = self.buf.numpy()
+        if arr is not None and end <= self.n and flat.shape[1:] == arr.shape[1:]:
             kept = self._copy(flat, end)
         else:  # more rows than announced: keep what is written and continue with copies
             if self.buf is not None:
@@ -93,6 +110,12 @@ class Rows:
         if self.check and self.finite:  # float32 values: a float64 one past float32's range is inf
             self.finite = math.isfinite(kept.sum().item())
         self.pos = end
+        return kept
+
+    def check_values(self, kept: torch.Tensor) -> None:
+        """Fold values :meth:`write` returned (still in cache) into ``finite``."""
+        if self.finite:
+            self.finite = math.isfinite(kept.sum().item())
 
     def _copy(self, flat: torch.Tensor, end: int) -> torch.Tensor:
         """Copy ``flat`` into rows ``pos:end``; returns a tensor holding the copied values."""
@@ -133,11 +156,16 @@ class Recording:
 
 def record(model, plan: LayerPlan, first, batches, device, progress, n_total, keep_maps,
            pool, whole: bool, modules: dict | None = None) -> Recording:
-    """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``."""
+    """Hook ``plan.hooked`` and forward every batch, pooling conv outputs by ``pool``; the
+    head's input goes through a tap on the head where one can be set (:mod:`glminterp._head_tap`)."""
     maps = {n: Rows(n_total, flatten=False) for n in plan.names}
     shapes: dict[str, tuple] = {}
-    head_rows, logit_rows = Rows(n_total, check=True), Rows(n_total)
-    head_in, write_head, input_layer = plan.head_in, head_rows.write, plan.input_layer
+    head_in, input_layer = plan.head_in, plan.input_layer
+    modules = dict(model.named_modules()) if modules is None else modules
+    head_module = None if head_in is None else modules[parse_layer(head_in)[0]]
+    tapped = head_module is not None and can_tap(head_module)
+    head_rows, logit_rows = Rows(n_total, check=not tapped), Rows(n_total)
+    write_head = head_rows.write
 
     def reduce(name: str, out: torch.Tensor) -> torch.Tensor | None:
         shapes[name] = out.shape[1:]
@@ -150,26 +178,35 @@ def record(model, plan: LayerPlan, first, batches, device, progress, n_total, ke
             return None
         return pool_output(out, pool)
 
-    with ActivationRecorder(model, plan.hooked, reduce, modules=modules) as rec:
-        labels, ids = _run_batches(
-            rec, first, batches, device, progress, (head_rows, logit_rows), n_total, whole
-        )
+    hooked = [s for s in plan.hooked if not (tapped and s == head_in)]
+    rec = ActivationRecorder(model, hooked, reduce, modules=modules) if hooked else None
+    with rec if rec is not None else model_guard(model):
+        tap = HeadTap(head_module, head_in, head_rows, shapes) if tapped else None
+        try:
+            labels, ids = _run_batches(
+                model, rec.forward if rec is not None else model, tap, first, batches, device,
+                progress, (head_rows, logit_rows), n_total, whole,
+            )
+        finally:
+            if tap is not None:
+                tap.remove()
     shapes = {k: tuple(v) for k, v in shapes.items()}
-    return Recording(rec.records, head_rows, logit_rows, labels, ids, maps, shapes)
+    records = rec.records if rec is not None else {}
+    return Recording(records, head_rows, logit_rows, labels, ids, maps, shapes)
 
 
-def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows, n_total,
+def _run_batches(model, forward, tap, first, batches, device, progress, rows, n_total,
                  whole: bool):
-    """Forward every batch through the recorder; logits and the head's input go to ``rows``;
-    returns the labels and ids arrays a loader gave per batch (in-memory data holds them
-    whole: nothing to collect)."""
+    """Forward every batch (``forward``: the recorder's, or the model); logits and the head's
+    input go to ``rows``; returns the labels and ids arrays a loader gave per batch (in-memory
+    data holds them whole: nothing to collect)."""
     head_rows, logit_rows = rows
     labels, ids = [], []
     collect_labels = not whole and first[1] is not None
     bar = tqdm(total=n_total, desc="extract", unit="row") if progress else None
-    inputs = InputCheck(rec.model, chk.check_finite_inputs)
+    inputs = InputCheck(model, chk.check_finite_inputs)
     inputs.probe()
-    forward, write_logits = rec.forward, logit_rows.write
+    write_logits, end_batch = logit_rows.write, tap.end_batch if tap is not None else None
     before, after = inputs.before, inputs.after
     x, y, i = first
     try:
@@ -179,8 +216,10 @@ def _run_batches(rec: ActivationRecorder, first, batches, device, progress, rows
                 start, xd = logit_rows.pos, x if x.device == device else x.to(device)
                 v = before(xd, i, start, is_first)
                 out = forward(xd)
+                if end_batch is not None:
+                    end_batch()
                 after(xd, i, start, v, is_first)
-                write_logits(out if isinstance(out, torch.Tensor) else chk.check_output(out, rec.model))
+                write_logits(out if isinstance(out, torch.Tensor) else chk.check_output(out, model))
                 if head_rows.pos != logit_rows.pos and head_rows.pos:
                     raise ValueError("The head's input and output row counts differ.")
                 if collect_labels:

@@ -372,8 +372,10 @@ def extract_activations(
         Module names as in ``model.named_modules()``; ``"name#k"`` is the k-th call of a module
         that runs several times per forward pass (a plain name for such a module raises
         :class:`~glminterp.hooks.ReusedModuleError`), ``"name#in"`` a module's input. Default:
-        the head's input layer, i.e. the regressors of the GLM refit, recorded by a forward
-        pre-hook on the head so that they are exactly its input.
+        the head's input layer, i.e. the regressors of the GLM refit, recorded from what the
+        head's ``forward`` receives (a wrapper set on the head for the call and removed after
+        it, or a forward pre-hook where the head has its own ``forward``) so that they are
+        exactly its input.
     batch_size : int
         Rows per forward pass (when ``data`` is not already a DataLoader).
     pool : {"avg", "max"}

@@ -295,6 +295,44 @@ class ActivationRecorder:
             v.clear()
 
 
+def can_tap(module: nn.Module) -> bool:
+    """Whether :class:`ForwardTap` can stand in for hooks on ``module``: a plain (not scripted)
+    module whose ``forward`` is its class's (none set on the instance)."""
+    return "forward" not in module.__dict__ and not isinstance(module, torch.jit.ScriptModule)
+
+
+class ForwardTap:
+    """A module's ``forward`` shadowed on the instance by ``make(forward)`` until :meth:`remove`.
+
+    A cheaper stand-in for a forward (pre-)hook on a module called once per batch: torch's
+    hooked call path costs ~2 us a call, a tenth of a small batch's ``Linear``, while the
+    wrapper keeps torch's plain call path (the wrapper sees exactly what ``forward`` receives,
+    after any hooks). Only modules that pass :func:`can_tap` are tapped; :meth:`remove` deletes
+    the instance attribute, so the module is left as found (its class's ``forward`` again).
+
+    Parameters
+    ----------
+    module : nn.Module
+    make : callable
+        ``make(forward) -> wrapper``: the wrapper must call ``forward`` with the same arguments
+        and return its result.
+    """
+
+    __slots__ = ("module", "wrapper")
+
+    def __init__(self, module: nn.Module, make: Callable) -> None:
+        if not can_tap(module):
+            raise ValueError(f"{type(module).__name__} has its own forward; hook it instead.")
+        self.module = module
+        self.wrapper = make(module.forward)
+        module.forward = self.wrapper
+
+    def remove(self) -> None:
+        """Restore the class's ``forward`` (idempotent)."""
+        if self.wrapper is not None and self.module.__dict__.get("forward") is self.wrapper:
+            del self.module.forward
+
+
 def pool_output(output: torch.Tensor, pool: str) -> torch.Tensor:
     """Per-channel pooling of a ``(N, C, H, W)`` map, or flattening of any other output.
 
