@@ -607,7 +607,7 @@ def _narrow_cell_band(
     n, p, h, w = acts.shape
     aug = _augmented_cells(acts, share)
     uy, ux = interp_matrix(h, size[0]).numpy(), interp_matrix(w, size[1]).numpy()
-    quad = [tuple(t.numpy() for t in quadratic_weights(torch.from_numpy(u))) for u in (uy, ux)]
+    quad = _quadratic_weights_np(h, w, size)
     raw = np.ascontiguousarray(raw)
     flat = aug.reshape(p + 1, n * h * w)
     thr = np.empty((n, len(class_ids)))
@@ -629,6 +629,12 @@ def _narrow_cell_band(
         band = np.matmul(uy, np.matmul(se_cells, ux.T))  # (N, C, H, W) interpolated cell SEs
     return {"se": se, "z": z, "mask_pointwise": mask_p, "band_se": band,
             "mask_simultaneous": _band_mask(raw, thr, band), "sim_threshold": thr}
+
+
+def _quadratic_weights_np(h: int, w: int, size: tuple[int, int]) -> list[tuple]:
+    """:func:`quadratic_weights` of the row and column interpolations, as numpy arrays."""
+    return [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
+            for k, big in ((h, size[0]), (w, size[1]))]
 
 
 def _band_mask(raw: np.ndarray, thr: np.ndarray, band: np.ndarray) -> np.ndarray:
@@ -786,8 +792,7 @@ def uncertainty(
     if not simultaneous:
         # all classes at once; the simulation below keeps its per-class path and seeded draws
         aug = _augmented_cells(acts, share)
-        quad = [tuple(t.numpy() for t in quadratic_weights(interp_matrix(k, big)))
-                for k, big in ((h, size[0]), (w, size[1]))]
+        quad = _quadratic_weights_np(h, w, size)
         with _one_blas_thread():
             factors = [cov_factor(c) for c in covs]
             se, z, mask_p = _all_class_se_z(aug, factors, np.ascontiguousarray(raw), *quad, crit)

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.linalg.blas import dgemm, ssyrk
 from scipy.linalg.lapack import spotri, spotrs
 
-from glminterp.engine import symmetrize_upper
+from glminterp.engine import _put_block, symmetrize_upper
 
 F32 = np.float32
 _BUFFER = 2**18  # elements of one weighted row block of the information build (1 MiB)
@@ -110,13 +110,7 @@ class SingleDesign:
                     bb = buf[: w.shape[0]]
                     np.multiply(self.x1c[sl], w[:, None], out=bb)
                     acc = ssyrk(1.0, bb.T, beta=1.0, c=acc, trans=0, lower=0, overwrite_c=1)
-                full = acc + np.triu(acc, 1).T  # ssyrk leaves the lower triangle zero
-                sa, sc = slice(a * q, (a + 1) * q), slice(c * q, (c + 1) * q)
-                if a == c:
-                    out[sa, sc] = full
-                else:
-                    np.negative(full, out=out[sa, sc])
-                    out[sc, sa] = out[sa, sc]
+                _put_block(out, acc, a, c, q, accumulate=False)  # the engine's mirroring
         return out
 
 
